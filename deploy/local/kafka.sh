@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka 4.x broker (KRaft, combined broker+controller)
+# on 127.0.0.1, for development, tests and the demo. No Docker engine needed.
+#
+#   deploy/local/kafka.sh up       obtain the jars (cached), format once, start, wait until it answers
+#   deploy/local/kafka.sh down     stop it cleanly (SIGTERM, then SIGKILL after a timeout)
+#   deploy/local/kafka.sh status   exit 0 if it answers
+#   deploy/local/kafka.sh pid      print the broker's pid (for fault-injection tests)
+#   deploy/local/kafka.sh fetch    only obtain the jars
+#
+# Where the broker comes from, first that works:
+#   1. Maven Central through `mvn` (deploy/local/pom.xml: org.apache.kafka:kafka_2.13 + Log4j 2)
+#   2. the Apache release archive (kafka_2.13-$KAFKA_VERSION.tgz), if reachable
+#   3. `docker compose` with the official apache/kafka image, if a Docker engine answers
+# Set KAFKA_SOURCE=maven|archive|docker to force one.
+#
+# Settings (environment): KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1),
+# KAFKA_HOME_DIR (cache and data root, default ~/.cache/ecg-anomaly/kafka, outside the tree),
+# KAFKA_DATA_DIR (default $KAFKA_HOME_DIR/data-$KAFKA_PORT), KAFKA_START_TIMEOUT (90 s),
+# KAFKA_HEAP_OPTS (-Xms256m -Xmx1g).
+# `up` and `down` are safe to call twice.
+set -euo pipefail
+
+KAFKA_VERSION="${KAFKA_VERSION:-4.4.0}"
+SCALA_VERSION="2.13"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PORT="${KAFKA_PORT:-9092}"
+CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
+ROOT="${KAFKA_HOME_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ecg-anomaly/kafka}"
+DATA="${KAFKA_DATA_DIR:-$ROOT/data-$PORT}"
+LIBS="$ROOT/libs-$KAFKA_VERSION"
+PIDFILE="$DATA/broker.pid"
+LOG="$DATA/broker.log"
+TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+COMPOSE_PROJECT="ecg-kafka-$PORT"
+
+log() { echo "[kafka.sh] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+docker_ok() { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }
+
+fetch_maven() {
+  command -v mvn >/dev/null 2>&1 || return 1
+  log "resolving kafka_$SCALA_VERSION:$KAFKA_VERSION from Maven Central into $LIBS"
+  local tmp="$LIBS.tmp.$$"
+  rm -rf "$tmp"
+  if mvn -q -B -f "$HERE/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+      dependency:copy-dependencies -DoutputDirectory="$tmp" >&2; then
+    mv "$tmp" "$LIBS"
+  else
+    rm -rf "$tmp"; return 1
+  fi
+}
+
+fetch_archive() {
+  command -v curl >/dev/null 2>&1 || return 1
+  local name="kafka_$SCALA_VERSION-$KAFKA_VERSION"
+  local url="https://archive.apache.org/dist/kafka/$KAFKA_VERSION/$name.tgz"
+  local tmp="$ROOT/tmp.$$"
+  log "downloading $url"
+  mkdir -p "$tmp"
+  if curl -fsSL --connect-timeout 10 --max-time 600 "$url" | tar -xz -C "$tmp"; then
+    mv "$tmp/$name/libs" "$LIBS"; rm -rf "$tmp"
+  else
+    rm -rf "$tmp"; return 1
+  fi
+}
+
+fetch() {
+  [ -d "$LIBS" ] && return 0
+  mkdir -p "$ROOT"
+  case "${KAFKA_SOURCE:-auto}" in
+    maven) fetch_maven ;;
+    archive) fetch_archive ;;
+    auto) fetch_maven || fetch_archive ;;
+    *) return 1 ;;
+  esac
+}
+
+write_config() {
+  mkdir -p "$DATA/logs"
+  cat > "$DATA/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$DATA/logs
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+delete.topic.enable=true
+log.retention.hours=24
+log.segment.bytes=67108864
+EOF
+  cat > "$DATA/log4j2.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $LOG
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+EOF
+}
+
+java_args() {
+  # shellcheck disable=SC2206
+  JAVA_ARGS=(${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g} -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+    -Djava.awt.headless=true "-Dlog4j2.configurationFile=$DATA/log4j2.properties" -cp "$LIBS/*")
+}
+
+java_run() { java_args; java "${JAVA_ARGS[@]}" "$@"; }
+
+running_pid() {
+  [ -f "$PIDFILE" ] || return 1
+  local pid; pid="$(cat "$PIDFILE")"
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+wait_ready() {
+  # Ready = the broker has logged that it started (after it is unfenced) and its port accepts connections.
+  local deadline=$((SECONDS + TIMEOUT))
+  while [ $SECONDS -lt $deadline ]; do
+    if ! running_pid >/dev/null; then
+      tail -n 30 "$LOG" >&2 2>/dev/null || true
+      die "the broker exited during start-up (log: $LOG)"
+    fi
+    if grep -q "Kafka Server started" "$LOG" 2>/dev/null && port_open "$PORT"; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  tail -n 30 "$LOG" >&2 2>/dev/null || true
+  die "the broker did not answer on 127.0.0.1:$PORT within ${TIMEOUT}s (log: $LOG)"
+}
+
+up_java() {
+  if running_pid >/dev/null; then
+    wait_ready; log "already running on 127.0.0.1:$PORT (pid $(running_pid))"; return 0
+  fi
+  if port_open "$PORT"; then die "127.0.0.1:$PORT is taken by another process; set KAFKA_PORT"; fi
+  write_config
+  if [ ! -f "$DATA/logs/meta.properties" ]; then
+    log "formatting storage in $DATA/logs"
+    java_run kafka.tools.StorageTool format --config "$DATA/server.properties" \
+      --cluster-id "$(java_run kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)" \
+      --ignore-formatted >"$DATA/format.log" 2>&1 || { cat "$DATA/format.log" >&2; die "storage format failed"; }
+  fi
+  : > "$LOG"
+  # setsid: the broker outlives the shell that started it, and Ctrl-C in a terminal does not reach it.
+  java_args
+  setsid nohup java "${JAVA_ARGS[@]}" kafka.Kafka "$DATA/server.properties" \
+    >"$DATA/stdout.log" 2>&1 </dev/null &
+  echo $! > "$PIDFILE"
+  wait_ready
+  log "broker up on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"), data $DATA)"
+}
+
+down_java() {
+  local pid
+  if ! pid="$(running_pid)"; then rm -f "$PIDFILE"; log "not running"; return 0; fi
+  kill -CONT "$pid" 2>/dev/null || true   # a paused broker (fault tests) cannot handle SIGTERM
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then log "broker did not stop in 30 s; killing"; kill -KILL "$pid" || true; fi
+  rm -f "$PIDFILE"
+  log "stopped"
+}
+
+compose() {
+  KAFKA_VERSION="$KAFKA_VERSION" KAFKA_PORT="$PORT" KAFKA_CONTROLLER_PORT="$CONTROLLER_PORT" \
+    docker compose -p "$COMPOSE_PROJECT" -f "$HERE/docker-compose.yml" "$@"
+}
+
+up_docker() {
+  compose up -d --wait >&2 || die "docker compose could not start apache/kafka:$KAFKA_VERSION"
+  local deadline=$((SECONDS + TIMEOUT))
+  until port_open "$PORT"; do
+    [ $SECONDS -lt $deadline ] || die "the containerised broker did not answer on 127.0.0.1:$PORT"
+    sleep 0.2
+  done
+  mkdir -p "$DATA"; echo docker > "$DATA/mode"
+  log "broker up on 127.0.0.1:$PORT (docker compose project $COMPOSE_PROJECT)"
+}
+
+cmd="${1:-}"
+case "$cmd" in
+  fetch) fetch || die "could not obtain Kafka $KAFKA_VERSION from Maven or the Apache archive" ;;
+  up)
+    if [ "${KAFKA_SOURCE:-auto}" != docker ] && fetch; then
+      up_java
+    elif docker_ok; then
+      up_docker
+    else
+      die "could not obtain Kafka $KAFKA_VERSION: install Maven (and Java 17), allow access to archive.apache.org, or run a Docker engine"
+    fi ;;
+  down)
+    if [ -f "$DATA/mode" ] && [ "$(cat "$DATA/mode")" = docker ]; then
+      compose down -v >&2 || true; rm -f "$DATA/mode"; log "stopped"
+    else
+      down_java
+    fi ;;
+  status) port_open "$PORT" && { log "answering on 127.0.0.1:$PORT"; exit 0; }; log "not answering on 127.0.0.1:$PORT"; exit 1 ;;
+  pid) running_pid || exit 1 ;;
+  *) echo "usage: $0 up|down|status|pid|fetch" >&2; exit 2 ;;
+esac

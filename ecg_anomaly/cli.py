@@ -1,0 +1,40 @@
+"""`ecg-anomaly`: one console script, one subcommand per job.
+
+Each subcommand lives in the package that owns it and exposes
+``configure(parser)``, which adds its options and sets ``func``. Command modules
+must stay cheap to import (TensorFlow is imported lazily inside ``train``), so
+that ``--help`` and the worker start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ecg_anomaly import __version__
+
+# (name, module, one-line help). The module is imported when the parser is built.
+COMMANDS: list[tuple[str, str, str]] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ecg-anomaly",
+        description="Real-time ECG heartbeat anomaly detection with an ONNX autoencoder and Kafka.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module, help_text in COMMANDS:
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).configure(sub_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
