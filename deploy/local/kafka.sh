@@ -46,7 +46,7 @@ fetch_maven() {
   log "resolving kafka_$SCALA_VERSION:$KAFKA_VERSION from Maven Central into $LIBS"
   local tmp="$LIBS.tmp.$$"
   rm -rf "$tmp"
-  if mvn -q -B -f "$HERE/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+  if mvn -q -B -Dstyle.color=never -f "$HERE/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
       dependency:copy-dependencies -DoutputDirectory="$tmp" >&2; then
     mv "$tmp" "$LIBS"
   else
@@ -129,6 +129,12 @@ java_args() {
 
 java_run() { java_args; java "${JAVA_ARGS[@]}" "$@"; }
 
+cluster_id() {
+  # A KRaft cluster id is a random UUID in unpadded URL-safe base64 (what `kafka-storage random-uuid`
+  # prints); made here to save a JVM start.
+  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c 1-22
+}
+
 running_pid() {
   [ -f "$PIDFILE" ] || return 1
   local pid; pid="$(cat "$PIDFILE")"
@@ -161,7 +167,7 @@ up_java() {
   if [ ! -f "$DATA/logs/meta.properties" ]; then
     log "formatting storage in $DATA/logs"
     java_run kafka.tools.StorageTool format --config "$DATA/server.properties" \
-      --cluster-id "$(java_run kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)" \
+      --cluster-id "$(cluster_id)" \
       --ignore-formatted >"$DATA/format.log" 2>&1 || { cat "$DATA/format.log" >&2; die "storage format failed"; }
   fi
   : > "$LOG"
