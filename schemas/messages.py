@@ -1,0 +1,184 @@
+"""The message contracts on the Kafka topics: beats in, anomaly events, scores and dead letters out.
+
+Producers of beats (the replay tool, devices) and readers of the outputs (the
+``watch`` tool, alerting) import this module; the worker decodes beats with its
+own fast path in ``worker/decode.py`` but uses the names and codes defined here.
+
+Beats (topic ``ecg.beats``; the record key is the source id):
+
+* JSON, ``content-type: application/json`` (also the default when the header
+  is absent): an object with ``source_id`` (string), ``values`` (140 numbers),
+  and optional ``beat_time`` (epoch milliseconds or ISO-8601 with offset; the
+  record timestamp when absent), ``beat_id`` (string) and ``label``
+  (``"normal"`` or ``"anomaly"``, ground truth for live evaluation). Schema:
+  ``beat.schema.json``.
+* Binary, ``content-type: application/x-ecg-beat-f32le``: exactly
+  ``BEAT_LENGTH`` IEEE-754 float32 values, little-endian, no header, no
+  padding (560 bytes). The source id is the record key (UTF-8), the beat time
+  the record timestamp.
+
+Outputs: the anomaly event (``anomaly_event.schema.json``), one score record
+per beat (``score.schema.json``, optional topic) and dead letters.
+
+Dead letter (topic ``ecg.beats.dlq``): the input record's key, value bytes,
+headers and timestamp untouched, followed by these headers (UTF-8 text):
+``ecg.dlq.reason`` (one :class:`DeadLetterReason` code), ``ecg.dlq.message``
+(readable detail), ``ecg.dlq.topic``, ``ecg.dlq.partition``,
+``ecg.dlq.offset``, ``ecg.dlq.timestamp`` (input coordinates and timestamp),
+``ecg.dlq.consumer_group``, ``ecg.dlq.worker`` (client id) and
+``ecg.dlq.failed_at`` (ISO-8601 UTC).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import numpy as np
+import orjson
+
+BEAT_LENGTH = 140
+
+CONTENT_TYPE_HEADER = "content-type"
+JSON_CONTENT_TYPE = "application/json"
+BINARY_CONTENT_TYPE = "application/x-ecg-beat-f32le"
+EVENT_CONTENT_TYPE = "application/vnd.ecg-anomaly.event+json"
+SCORE_CONTENT_TYPE = "application/vnd.ecg-anomaly.score+json"
+
+LABELS = ("normal", "anomaly")
+
+# Dead-letter headers, added after the input record's own headers. The prefix
+# follows Kafka Connect's ``__connect.errors.*`` idea with a project name.
+DLQ_HEADER_PREFIX = "ecg.dlq."
+DLQ_REASON = "ecg.dlq.reason"
+DLQ_MESSAGE = "ecg.dlq.message"
+DLQ_TOPIC = "ecg.dlq.topic"
+DLQ_PARTITION = "ecg.dlq.partition"
+DLQ_OFFSET = "ecg.dlq.offset"
+DLQ_TIMESTAMP = "ecg.dlq.timestamp"
+DLQ_CONSUMER_GROUP = "ecg.dlq.consumer_group"
+DLQ_WORKER = "ecg.dlq.worker"
+DLQ_FAILED_AT = "ecg.dlq.failed_at"
+
+# Namespace of the deterministic event ids (uuid5 of "topic/partition/offset").
+EVENT_ID_NAMESPACE = uuid.UUID("6f1d2c52-3a5e-5b0e-9c36-6b8a3e0c4d21")
+
+# Severity from ratio = score / threshold (anomaly means ratio > 1):
+# low (1, 1.5], medium (1.5, 2.5], high (2.5, 4], critical above 4.
+SEVERITY_BOUNDS = ((1.5, "low"), (2.5, "medium"), (4.0, "high"))
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+class DeadLetterReason(StrEnum):
+    """The closed set of dead-letter reason codes (``ecg.dlq.reason`` header)."""
+
+    EMPTY_VALUE = "empty_value"  # null (tombstone) or zero-length value
+    OVERSIZED = "oversized"  # value larger than the worker's --max-record-bytes
+    UNKNOWN_CONTENT_TYPE = "unknown_content_type"  # content-type header names no beat format
+    UNDECODABLE_BYTES = "undecodable_bytes"  # JSON beat whose bytes are not valid UTF-8
+    INVALID_JSON = "invalid_json"  # UTF-8, but not parseable JSON
+    MISSING_FIELD = "missing_field"  # a required JSON field is absent
+    WRONG_TYPE = "wrong_type"  # a field has the wrong type or a value outside its allowed set
+    WRONG_LENGTH = "wrong_length"  # not BEAT_LENGTH values (JSON) or not BEAT_LENGTH*4 bytes (binary)
+    NON_FINITE = "non_finite"  # NaN, ±Infinity, or outside the float32 range
+    MISSING_KEY = "missing_key"  # binary beat without a record key (its source id)
+
+
+DEAD_LETTER_REASONS: tuple[str, ...] = tuple(r.value for r in DeadLetterReason)
+
+
+def event_id(topic: str, partition: int, offset: int) -> str:
+    """The anomaly event id: a UUIDv5 of the input coordinates, so a re-processed beat keeps its id."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{topic}/{partition}/{offset}"))
+
+
+def severity(score: float, threshold: float) -> str:
+    ratio = score / threshold
+    for bound, name in SEVERITY_BOUNDS:
+        if ratio <= bound:
+            return name
+    return "critical"
+
+
+def iso_time(epoch_ms: int) -> str:
+    """Epoch milliseconds → ``2026-11-23T18:00:00.123Z``."""
+    when = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def encode_beat_json(
+    source_id: str,
+    values: Sequence[float] | np.ndarray,
+    beat_time: int | str | datetime | None = None,
+    beat_id: str | None = None,
+    label: str | None = None,
+) -> bytes:
+    """A JSON beat. ``beat_time``: epoch ms, an ISO-8601 string, or an aware datetime."""
+    if label is not None and label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS}, got {label!r}")
+    beat: dict[str, Any] = {"source_id": source_id, "values": [float(v) for v in values]}
+    if isinstance(beat_time, datetime):
+        beat_time = int(beat_time.timestamp() * 1000)
+    if beat_time is not None:
+        beat["beat_time"] = beat_time
+    if beat_id is not None:
+        beat["beat_id"] = beat_id
+    if label is not None:
+        beat["label"] = label
+    return orjson.dumps(beat)
+
+
+def encode_beat_binary(values: Sequence[float] | np.ndarray) -> bytes:
+    """A binary beat: ``BEAT_LENGTH`` little-endian float32 values."""
+    array = np.asarray(values, dtype="<f4")
+    if array.shape != (BEAT_LENGTH,):
+        raise ValueError(f"a beat has {BEAT_LENGTH} values, got shape {array.shape}")
+    return array.tobytes()
+
+
+def beat_headers(content_type: str = JSON_CONTENT_TYPE) -> list[tuple[str, bytes]]:
+    """Record headers for a beat of the given content type."""
+    return [(CONTENT_TYPE_HEADER, content_type.encode())]
+
+
+def decode_event(value: bytes) -> dict[str, Any]:
+    """An anomaly event or score record's bytes → dict (no validation; see :func:`validate_event`)."""
+    return orjson.loads(value)
+
+
+def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> str | None:
+    """The last value of header ``name`` as text, or None."""
+    found = None
+    for key, value in headers or ():
+        if key == name:
+            found = value.decode("utf-8", "replace")
+    return found
+
+
+@cache
+def _schema(name: str) -> dict[str, Any]:
+    return json.loads(resources.files("schemas").joinpath(name).read_text())
+
+
+def beat_schema() -> dict[str, Any]:
+    return _schema("beat.schema.json")
+
+
+def anomaly_event_schema() -> dict[str, Any]:
+    return _schema("anomaly_event.schema.json")
+
+
+def score_schema() -> dict[str, Any]:
+    return _schema("score.schema.json")
+
+
+def validate_event(event: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``event`` is a valid anomaly event."""
+    jsonschema.validate(event, anomaly_event_schema(), format_checker=jsonschema.FormatChecker())
