@@ -15,7 +15,9 @@ import sys
 from ecg_anomaly import __version__
 
 # (name, module, one-line help). The module is imported when the parser is built.
-COMMANDS: list[tuple[str, str, str]] = []
+COMMANDS: list[tuple[str, str, str]] = [
+    ("worker", "worker.cli", "score live beats from Kafka; publish anomaly events and dead letters"),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,132 @@
+"""``ecg-anomaly worker``: wire settings, model, Kafka, metrics and probes together and run the loop.
+
+Exit codes: 0 clean stop (SIGTERM/SIGINT drained); 1 start-up failure (bad
+model, wrong sha256, port in use, broker never reachable) or broker gone past
+``--broker-timeout``; 2 invalid configuration; 3 producer fenced
+(exactly-once); 70 a guarded Kafka call or the drain overran (watchdog).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from contextlib import ExitStack
+from types import FrameType
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from ecg_anomaly.errors import EcgAnomalyError
+from worker.health import HealthServer, HealthState
+from worker.kafka_io import AssignmentTracker, Watchdog, make_consumer, make_producer
+from worker.logs import setup_logging
+from worker.loop import FatalError, Worker
+from worker.metrics import WorkerMetrics
+from worker.model import load_model
+from worker.settings import ConfigError, WorkerSettings, load_settings
+from worker.settings import configure as configure_settings
+
+log = logging.getLogger("worker")
+
+CLOSE_TIMEOUT = 5.0  # seconds for each client's close() at the end
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    configure_settings(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args)
+    except ConfigError as exc:
+        print(f"ecg-anomaly worker: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    started = time.monotonic()
+    log.info("worker starting", extra={"settings": settings.public()})
+    try:
+        return _serve(settings, started)
+    except EcgAnomalyError as exc:
+        log.error(f"cannot start: {exc}")
+        print(f"ecg-anomaly worker: cannot start: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve(settings: WorkerSettings, started: float) -> int:
+    model = load_model(settings.model, settings.model_sha256, settings.threshold, settings.inference_threads)
+    log.info(
+        "model loaded",
+        extra={
+            "version": model.version,
+            "sha256": model.sha256,
+            "threshold": model.threshold,
+            "path": str(settings.model),
+        },
+    )
+    metrics = WorkerMetrics()
+    health = HealthState(settings.liveness_timeout)
+    try:
+        server = HealthServer(settings.http_host, settings.http_port, health, metrics)
+    except OSError as exc:
+        raise EcgAnomalyError(f"--http-port {settings.http_port}: cannot listen ({exc.strerror})") from exc
+    server.start()
+    log.info("http endpoints up", extra={"port": server.port})
+    watchdog = Watchdog()
+    with ExitStack() as cleanup:
+        cleanup.callback(server.stop)
+        producer = _producer(settings, watchdog)
+        cleanup.callback(_close, "producer", lambda: producer.close(timeout=CLOSE_TIMEOUT))
+        tracker = AssignmentTracker()
+        consumer = make_consumer(settings, tracker)
+        cleanup.callback(
+            _close, "consumer", lambda: consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT * 1000))
+        )
+        worker = Worker(settings, model, consumer, producer, metrics, health, watchdog)
+        _install_signal_handlers(worker)
+        log.info("worker started", extra={"startup_seconds": round(time.monotonic() - started, 3)})
+        try:
+            worker.run()
+        except FatalError as exc:
+            log.critical(f"worker stopping: {exc}", extra={"exit_code": exc.exit_code})
+            return exc.exit_code
+    log.info("worker stopped cleanly")
+    return 0
+
+
+def _producer(settings: WorkerSettings, watchdog: Watchdog) -> KafkaProducer:
+    """The producer; for exactly-once with transactions initialised (retried while the broker is away)."""
+    deadline = time.monotonic() + settings.broker_timeout
+    while True:
+        try:
+            producer = make_producer(settings)
+            if settings.exactly_once:
+                with watchdog.guard("init_transactions", settings.kafka_timeout + 10):
+                    producer.init_transactions()
+            return producer
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise FatalError(f"Kafka producer could not start: {exc!r}") from exc
+            log.warning("producer start failed; retrying", extra={"error": repr(exc)})
+            time.sleep(1)
+
+
+def _close(name: str, close: object) -> None:
+    try:
+        close()  # type: ignore[operator]
+    except Exception as exc:
+        log.warning(f"closing the {name} failed", extra={"error": repr(exc)})
+
+
+def _install_signal_handlers(worker: Worker) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if worker.stopping and signum == signal.SIGINT:
+            os._exit(130)  # a second Ctrl-C kills hard
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)

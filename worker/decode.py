@@ -1,0 +1,204 @@
+"""Decode and validate a poll's records into one preallocated float32 batch.
+
+Every record ends as exactly one of: a row of the batch (with its metadata) or
+a :class:`Reject` carrying a :class:`~schemas.messages.DeadLetterReason`. The
+per-record Python work is kept to a few type checks; numbers are converted and
+checked for finiteness once per batch with numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from schemas.messages import (
+    BINARY_CONTENT_TYPE,
+    CONTENT_TYPE_HEADER,
+    JSON_CONTENT_TYPE,
+    LABELS,
+    DeadLetterReason,
+)
+
+_NUMBER_TYPES = frozenset((int, float))
+
+
+@dataclass(frozen=True, slots=True)
+class BeatMeta:
+    """What the outputs need to know about one scored beat besides its values."""
+
+    record: Any  # the ConsumerRecord (topic, partition, offset, timestamp, key, value, headers)
+    source_id: str
+    beat_time_ms: int
+    beat_id: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    record: Any
+    reason: DeadLetterReason
+    message: str
+
+
+@dataclass
+class DecodedBatch:
+    beats: np.ndarray  # float32 [len(meta), input_length], a view of the decoder's buffer
+    meta: list[BeatMeta]
+    rejects: list[Reject] = field(default_factory=list)
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: DeadLetterReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class BeatDecoder:
+    """Turns records into a batch; owns the preallocated buffer (one decoder per worker)."""
+
+    def __init__(self, input_length: int, max_batch: int, max_record_bytes: int) -> None:
+        self.input_length = input_length
+        self.max_record_bytes = max_record_bytes
+        self._buffer = np.empty((max_batch, input_length), dtype=np.float32)
+        self._binary_bytes = 4 * input_length
+
+    def decode(self, records: list[Any]) -> DecodedBatch:
+        if len(records) > len(self._buffer):
+            self._buffer = np.empty((len(records), self.input_length), dtype=np.float32)
+        json_rows: list[list[Any]] = []
+        json_meta: list[BeatMeta] = []
+        binary_rows: list[bytes] = []
+        binary_meta: list[BeatMeta] = []
+        rejects: list[Reject] = []
+        for record in records:
+            try:
+                content_type = _content_type(record.headers)
+                value = record.value
+                if not value:
+                    raise _Invalid(DeadLetterReason.EMPTY_VALUE, "record value is null or empty")
+                if len(value) > self.max_record_bytes:
+                    raise _Invalid(
+                        DeadLetterReason.OVERSIZED,
+                        f"value is {len(value)} bytes, more than --max-record-bytes={self.max_record_bytes}",
+                    )
+                if content_type is None or content_type == JSON_CONTENT_TYPE:
+                    values, meta = self._json(record)
+                    json_rows.append(values)
+                    json_meta.append(meta)
+                elif content_type == BINARY_CONTENT_TYPE:
+                    binary_meta.append(self._binary(record))
+                    binary_rows.append(value)
+                else:
+                    raise _Invalid(
+                        DeadLetterReason.UNKNOWN_CONTENT_TYPE,
+                        f"content-type {content_type!r} is not {JSON_CONTENT_TYPE} or {BINARY_CONTENT_TYPE}",
+                    )
+            except _Invalid as bad:
+                rejects.append(Reject(record, bad.reason, bad.message))
+        n_json, n_binary = len(json_rows), len(binary_rows)
+        beats = self._buffer[: n_json + n_binary]
+        if n_json:
+            with np.errstate(over="ignore"):  # beyond float32 becomes inf: rejected as non_finite below
+                beats[:n_json] = json_rows
+        if n_binary:
+            beats[n_json:] = np.frombuffer(b"".join(binary_rows), dtype="<f4").reshape(n_binary, -1)
+        meta = json_meta + binary_meta
+        finite = np.isfinite(beats).all(axis=1)
+        if not finite.all():
+            keep = np.flatnonzero(finite)
+            for row in np.flatnonzero(~finite).tolist():
+                rejects.append(
+                    Reject(
+                        meta[row].record,
+                        DeadLetterReason.NON_FINITE,
+                        "values contain NaN or infinity, or numbers outside the float32 range",
+                    )
+                )
+            beats = beats[keep]
+            meta = [meta[i] for i in keep.tolist()]
+        return DecodedBatch(beats, meta, rejects)
+
+    def _json(self, record: Any) -> tuple[list[Any], BeatMeta]:
+        try:
+            beat = orjson.loads(record.value)
+        except orjson.JSONDecodeError as exc:
+            try:
+                record.value.decode("utf-8")
+            except UnicodeDecodeError as utf:
+                raise _Invalid(DeadLetterReason.UNDECODABLE_BYTES, f"value is not UTF-8: {utf}") from None
+            raise _Invalid(DeadLetterReason.INVALID_JSON, f"value is not JSON: {exc}") from None
+        if type(beat) is not dict:
+            raise _Invalid(
+                DeadLetterReason.WRONG_TYPE, f"a JSON beat is an object, got {type(beat).__name__}"
+            )
+        values = beat.get("values")
+        source_id = beat.get("source_id")
+        if values is None or source_id is None:
+            missing = [k for k in ("source_id", "values") if beat.get(k) is None]
+            raise _Invalid(DeadLetterReason.MISSING_FIELD, f"missing field(s): {', '.join(missing)}")
+        if type(source_id) is not str or not source_id:
+            raise _Invalid(DeadLetterReason.WRONG_TYPE, "source_id must be a non-empty string")
+        if type(values) is not list:
+            raise _Invalid(
+                DeadLetterReason.WRONG_TYPE, f"values must be an array, got {type(values).__name__}"
+            )
+        if len(values) != self.input_length:
+            raise _Invalid(
+                DeadLetterReason.WRONG_LENGTH, f"values has {len(values)} items, expected {self.input_length}"
+            )
+        if not _NUMBER_TYPES.issuperset(map(type, values)):
+            raise _Invalid(DeadLetterReason.WRONG_TYPE, "values must all be numbers")
+        beat_time = beat.get("beat_time")
+        beat_time_ms = record.timestamp if beat_time is None else _beat_time_ms(beat_time)
+        beat_id = beat.get("beat_id")
+        if beat_id is not None and type(beat_id) is not str:
+            raise _Invalid(DeadLetterReason.WRONG_TYPE, "beat_id must be a string")
+        label = beat.get("label")
+        if label is not None and label not in LABELS:
+            raise _Invalid(DeadLetterReason.WRONG_TYPE, f"label must be one of {', '.join(LABELS)}")
+        return values, BeatMeta(record, source_id, beat_time_ms, beat_id, label)
+
+    def _binary(self, record: Any) -> BeatMeta:
+        if len(record.value) != self._binary_bytes:
+            raise _Invalid(
+                DeadLetterReason.WRONG_LENGTH,
+                f"binary beat is {len(record.value)} bytes, expected {self._binary_bytes} "
+                f"({self.input_length} float32)",
+            )
+        if not record.key:
+            raise _Invalid(DeadLetterReason.MISSING_KEY, "binary beat without a record key (its source id)")
+        try:
+            source_id = record.key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Invalid(DeadLetterReason.UNDECODABLE_BYTES, "record key is not UTF-8") from None
+        return BeatMeta(record, source_id, record.timestamp)
+
+
+def _content_type(headers: list[tuple[str, bytes]] | None) -> str | None:
+    for key, value in headers or ():
+        if key.lower() == CONTENT_TYPE_HEADER:
+            try:
+                return value.decode("ascii").split(";", 1)[0].strip().lower()
+            except (UnicodeDecodeError, AttributeError):
+                return repr(value)
+    return None
+
+
+def _beat_time_ms(beat_time: Any) -> int:
+    if type(beat_time) is int and beat_time >= 0:
+        return beat_time
+    if type(beat_time) is str:
+        try:
+            when = datetime.fromisoformat(beat_time)
+        except ValueError:
+            when = None
+        if when is not None and when.tzinfo is not None:
+            return int(when.timestamp() * 1000)
+    raise _Invalid(
+        DeadLetterReason.WRONG_TYPE, "beat_time must be epoch milliseconds or ISO-8601 with a UTC offset"
+    )

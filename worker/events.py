@@ -1,0 +1,156 @@
+"""Outputs of a scored batch: anomaly events, score records and dead letters, as ready-to-send records."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from schemas import messages as m
+from worker.decode import BeatMeta, Reject
+from worker.model import Scores
+
+ERROR_WINDOW = 10  # samples per window when locating where a beat's error concentrates
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Outputs:
+    records: list[OutRecord]
+    anomaly: np.ndarray  # bool [N], aligned with the batch's meta
+
+
+class OutputBuilder:
+    def __init__(
+        self, anomaly_topic: str, scores_topic: str, dlq_topic: str, group_id: str, client_id: str
+    ) -> None:
+        self.anomaly_topic = anomaly_topic
+        self.scores_topic = scores_topic
+        self.dlq_topic = dlq_topic
+        self._dlq_static = [(m.DLQ_CONSUMER_GROUP, group_id.encode()), (m.DLQ_WORKER, client_id.encode())]
+        self._event_headers = m.beat_headers(m.EVENT_CONTENT_TYPE)
+        self._score_headers = m.beat_headers(m.SCORE_CONTENT_TYPE)
+
+    def build(
+        self,
+        meta: list[BeatMeta],
+        scores: Scores | None,
+        threshold: float,
+        model_version: str,
+        rejects: list[Reject],
+    ) -> Outputs:
+        records: list[OutRecord] = []
+        anomaly = np.zeros(len(meta), dtype=bool)
+        if scores is not None and meta:
+            anomaly = scores.score > np.float32(threshold)
+            records.extend(self._anomalies(meta, scores, anomaly, threshold, model_version))
+            if self.scores_topic:
+                records.extend(self._scores(meta, scores.score, anomaly, threshold, model_version))
+        records.extend(self.dead_letter(r) for r in rejects)
+        return Outputs(records, anomaly)
+
+    def _anomalies(
+        self, meta: list[BeatMeta], scores: Scores, anomaly: np.ndarray, threshold: float, version: str
+    ) -> list[OutRecord]:
+        rows = np.flatnonzero(anomaly)
+        if rows.size == 0:
+            return []
+        errors = scores.sample_error[rows].astype(np.float64)
+        starts = np.arange(0, errors.shape[1], ERROR_WINDOW)
+        windows = np.add.reduceat(errors, starts, axis=1)
+        totals = errors.sum(axis=1)
+        best = windows.argmax(axis=1)
+        peak = errors.argmax(axis=1)
+        detected_at = m.iso_time(int(time.time() * 1000))
+        out = []
+        for i, row in enumerate(rows.tolist()):
+            beat = meta[row]
+            record = beat.record
+            score = float(scores.score[row])
+            start = int(starts[best[i]])
+            event: dict[str, Any] = {
+                "event_id": m.event_id(record.topic, record.partition, record.offset),
+                "source_id": beat.source_id,
+                "beat_time": m.iso_time(beat.beat_time_ms),
+                "detected_at": detected_at,
+                "score": score,
+                "threshold": threshold,
+                "ratio": score / threshold,
+                "severity": m.severity(score, threshold),
+                "model_version": version,
+                "input": {
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "timestamp": record.timestamp,
+                },
+                "error_location": {
+                    "window_start": start,
+                    "window_end": min(start + ERROR_WINDOW, errors.shape[1]),
+                    "window_share": float(windows[i, best[i]] / totals[i]) if totals[i] > 0 else 0.0,
+                    "peak_sample": int(peak[i]),
+                    "peak_error": float(errors[i, peak[i]]),
+                },
+            }
+            if beat.beat_id is not None:
+                event["beat_id"] = beat.beat_id
+            if beat.label is not None:
+                event["label"] = beat.label
+            out.append(
+                OutRecord(
+                    self.anomaly_topic, beat.source_id.encode(), orjson.dumps(event), self._event_headers
+                )
+            )
+        return out
+
+    def _scores(
+        self, meta: list[BeatMeta], score: np.ndarray, anomaly: np.ndarray, threshold: float, version: str
+    ) -> list[OutRecord]:
+        out = []
+        for beat, value, flag in zip(meta, score.tolist(), anomaly.tolist(), strict=True):
+            record = beat.record
+            body: dict[str, Any] = {
+                "event_id": m.event_id(record.topic, record.partition, record.offset),
+                "source_id": beat.source_id,
+                "beat_time": m.iso_time(beat.beat_time_ms),
+                "score": value,
+                "threshold": threshold,
+                "anomaly": flag,
+                "model_version": version,
+                "input": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
+            }
+            if beat.beat_id is not None:
+                body["beat_id"] = beat.beat_id
+            if beat.label is not None:
+                body["label"] = beat.label
+            out.append(
+                OutRecord(self.scores_topic, beat.source_id.encode(), orjson.dumps(body), self._score_headers)
+            )
+        return out
+
+    def dead_letter(self, reject: Reject) -> OutRecord:
+        """The input record untouched (key, value, headers, timestamp) plus the ``ecg.dlq.*`` headers."""
+        record = reject.record
+        headers = list(record.headers or [])
+        headers += [
+            (m.DLQ_REASON, reject.reason.value.encode()),
+            (m.DLQ_MESSAGE, reject.message.encode()),
+            (m.DLQ_TOPIC, record.topic.encode()),
+            (m.DLQ_PARTITION, str(record.partition).encode()),
+            (m.DLQ_OFFSET, str(record.offset).encode()),
+            (m.DLQ_TIMESTAMP, str(record.timestamp).encode()),
+            *self._dlq_static,
+            (m.DLQ_FAILED_AT, m.iso_time(int(time.time() * 1000)).encode()),
+        ]
+        return OutRecord(self.dlq_topic, record.key, record.value, headers, record.timestamp)

@@ -1,0 +1,130 @@
+"""The scoring model: the trainer's ONNX artifact under onnxruntime, and its hot reload.
+
+:class:`Model` is immutable once loaded; the loop swaps the whole object
+between batches, so a batch is always scored by exactly one model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from schemas.artifact import (
+    INPUT_NAME,
+    SAMPLE_ERROR_OUTPUT,
+    SCORE_OUTPUT,
+    ArtifactError,
+    ArtifactMetadata,
+    decode_metadata,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scores:
+    score: np.ndarray  # float32 [N]
+    sample_error: np.ndarray  # float32 [N, input_length]
+
+
+class Model:
+    def __init__(self, session: ort.InferenceSession, metadata: ArtifactMetadata, sha256: str) -> None:
+        self.session = session
+        self.metadata = metadata
+        self.sha256 = sha256
+        self.threshold = metadata.threshold
+        self.version = metadata.model_version
+        self._outputs = [SCORE_OUTPUT, SAMPLE_ERROR_OUTPUT]
+
+    def score(self, beats: np.ndarray) -> Scores:
+        score, sample_error = self.session.run(self._outputs, {INPUT_NAME: beats})
+        return Scores(score, sample_error)
+
+
+def load_model(
+    path: Path, expected_sha256: str = "", threshold: float | None = None, threads: int = 1
+) -> Model:
+    """Load and validate the artifact, or raise :class:`ArtifactError` saying what is wrong."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"model file {path}: {exc.strerror or exc}") from exc
+    sha256 = hashlib.sha256(data).hexdigest()
+    if expected_sha256 and sha256 != expected_sha256:
+        raise ArtifactError(f"model file {path}: sha256 is {sha256}, expected {expected_sha256}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for a bad file
+        raise ArtifactError(f"model file {path} is not a loadable ONNX model: {exc}") from exc
+    metadata = decode_metadata(session.get_modelmeta().custom_metadata_map)
+    _check_graph(session, metadata, path)
+    if threshold is not None:
+        metadata = metadata.with_threshold(threshold)
+    return Model(session, metadata, sha256)
+
+
+def _check_graph(session: ort.InferenceSession, metadata: ArtifactMetadata, path: Path) -> None:
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if INPUT_NAME not in inputs or not {SCORE_OUTPUT, SAMPLE_ERROR_OUTPUT} <= outputs:
+        raise ArtifactError(
+            f"model file {path}: expected input {INPUT_NAME!r} and outputs {SCORE_OUTPUT!r}, "
+            f"{SAMPLE_ERROR_OUTPUT!r}; found inputs {sorted(inputs)} and outputs {sorted(outputs)}"
+        )
+    shape = inputs[INPUT_NAME].shape
+    if len(shape) != 2 or shape[1] != metadata.input_length:
+        raise ArtifactError(
+            f"model file {path}: input {INPUT_NAME!r} has shape {shape}, "
+            f"expected [N, {metadata.input_length}] (metadata input_length)"
+        )
+    try:  # one real inference: catches graphs that load but cannot run
+        probe = np.zeros((1, metadata.input_length), dtype=np.float32)
+        score, sample_error = session.run([SCORE_OUTPUT, SAMPLE_ERROR_OUTPUT], {INPUT_NAME: probe})
+    except Exception as exc:
+        raise ArtifactError(f"model file {path}: a test inference failed: {exc}") from exc
+    if np.shape(score) != (1,) or np.shape(sample_error) != (1, metadata.input_length):
+        raise ArtifactError(
+            f"model file {path}: outputs have shapes {np.shape(score)} and {np.shape(sample_error)}, "
+            f"expected (1,) and (1, {metadata.input_length}) for one beat"
+        )
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class ModelReloader:
+    """Watches the model file; offers a validated new :class:`Model` when it changes.
+
+    A file that fails validation is remembered by its signature (mtime, size,
+    inode) so it is reported once, not on every check; the old model stays.
+    """
+
+    def __init__(self, path: Path, expected_sha256: str, threshold: float | None, threads: int) -> None:
+        self.path = path
+        self._expected = expected_sha256
+        self._threshold = threshold
+        self._threads = threads
+        self._seen = _signature(path)
+
+    def check(self) -> Model | None:
+        """A new model if the file changed and validates; None otherwise. Raises ArtifactError if broken."""
+        signature = _signature(self.path)
+        if signature is None or signature == self._seen:
+            return None
+        self._seen = signature
+        return load_model(self.path, self._expected, self._threshold, self._threads)
