@@ -1,0 +1,32 @@
+"""Errors the trainer raises on purpose; the CLI prints them as one line."""
+
+from ecg_anomaly.errors import EcgAnomalyError
+
+
+class DataError(EcgAnomalyError):
+    """Input data is unreadable or malformed; the message names file, row and column."""
+
+
+class ConfigError(EcgAnomalyError):
+    """Inconsistent training options (a usage error: the CLI exits with status 2)."""
+
+    exit_code = 2
+
+
+class TrainerDependencyError(EcgAnomalyError):
+    """A training-only dependency (TensorFlow, tf2onnx, ...) is not installed."""
+
+
+class ExportError(EcgAnomalyError):
+    """The ONNX export failed or did not match the Keras model closely enough."""
+
+
+def missing_training_extra(exc: ImportError) -> TrainerDependencyError:
+    """The message users see when ``pip install '.[train]'`` was not run."""
+    return TrainerDependencyError(
+        f"training needs the 'train' extra ({exc.name or exc} is not installed): pip install '.[train]'"
+    )
+
+
+class ThresholdError(EcgAnomalyError):
+    """A threshold policy cannot be applied to the errors it was given."""
