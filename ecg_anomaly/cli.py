@@ -13,10 +13,18 @@ import importlib
 import sys
 
 from ecg_anomaly import __version__
+from ecg_anomaly.errors import EcgAnomalyError
 
 # (name, module, one-line help). The module is imported when the parser is built.
 COMMANDS: list[tuple[str, str, str]] = [
     ("worker", "worker.cli", "score live beats from Kafka; publish anomaly events and dead letters"),
+    (
+        "train",
+        "trainer.commands.train",
+        "train the autoencoder, choose its threshold, export model.onnx + report",
+    ),
+    ("evaluate", "trainer.commands.evaluate", "metrics of an existing model.onnx on a labelled beats file"),
+    ("score", "trainer.commands.score", "per-beat scores and anomaly flags of a beats file, as CSV"),
 ]
 
 
@@ -35,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except EcgAnomalyError as exc:  # expected failures: one line, no traceback
+        print(f"ecg-anomaly {args.command}: error: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""``ecg-anomaly evaluate --model M --data D``: test metrics of an existing artifact on a labelled file.
+
+Needs onnxruntime and numpy only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from trainer.commands import add_data_options
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="model.onnx written by 'ecg-anomaly train'")
+    add_data_options(parser, default=None)
+    parser.add_argument("--out", type=Path, help="also write the metrics as JSON to this file")
+    parser.add_argument(
+        "--threshold", type=float, help="evaluate at this threshold instead of the artifact's"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainer.data import load_dataset
+    from trainer.evaluation import evaluate, format_table
+    from trainer.scoring import ScoringModel
+
+    model = ScoringModel.load(args.model)
+    meta = model.metadata if args.threshold is None else model.metadata.with_threshold(args.threshold)
+    data = load_dataset(args.data, args.format, input_length=meta.input_length)
+    scores, _ = model.score(data.beats)
+    metrics = evaluate(scores, data.is_anomaly, meta.threshold, data.classes)
+    print(format_table(metrics))
+    if args.out is not None:
+        document = {
+            "metrics": metrics,
+            "model_version": meta.model_version,
+            "threshold_policy": meta.threshold_policy,
+            "threshold_params": meta.threshold_params,
+            "data": data.source,
+        }
+        args.out.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return 0
