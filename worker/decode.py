@@ -119,6 +119,7 @@ class BeatDecoder:
                         "values contain NaN or infinity, or numbers outside the float32 range",
                     )
                 )
+            rejects.sort(key=lambda r: (r.record.partition, r.record.offset))  # dead letters in input order
             beats = beats[keep]
             meta = [meta[i] for i in keep.tolist()]
         return DecodedBatch(beats, meta, rejects)
