@@ -6,9 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA := deploy/local/kafka.sh
+TOOLS := $(CURDIR)/.tools/bin
+KUSTOMIZE_VERSION := v5.7.1
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format kafka-up kafka-down kafka-status clean
+.PHONY: install tools test worker-requirements lint format kafka-up kafka-down kafka-status clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -20,8 +22,19 @@ $(STAMP): pyproject.toml
 ## install: create .venv with the worker, trainer, test and dev dependencies
 install: $(STAMP)
 
-## test: everything from a fresh clone (venv, broker jars), then the whole suite
-test: $(STAMP)
+## tools: kustomize (built from the Go module proxy) and promtool (Debian's prometheus package)
+tools: $(TOOLS)/kustomize
+	@command -v promtool >/dev/null || { \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+$(TOOLS)/kustomize:
+	GOBIN=$(TOOLS) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+## test: everything from a fresh clone (venv, broker jars, tools), then the whole suite
+test: $(STAMP) tools
 	$(KAFKA) fetch
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
@@ -44,5 +57,13 @@ kafka-down:
 kafka-status:
 	$(KAFKA) status
 
+## worker-requirements: re-pin the worker image's dependencies (a fresh venv, pip install ., pip freeze)
+worker-requirements:
+	rm -rf /tmp/ecg-worker-pins && $(PYTHON) -m venv /tmp/ecg-worker-pins
+	/tmp/ecg-worker-pins/bin/pip install --quiet .
+	{ echo "# Pinned runtime dependencies of the worker image (no TensorFlow)."; \
+	  echo "# Regenerate: make worker-requirements  (a fresh venv, pip install ., pip freeze)"; \
+	  /tmp/ecg-worker-pins/bin/pip freeze --exclude ecg-anomaly; } > deploy/docker/worker-requirements.txt
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .tools build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,75 @@
+"""The worker image's recipe, checked without a Docker engine: what the Dockerfile installs works alone."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.broker import REPO
+
+DOCKER = REPO / "deploy" / "docker"
+REQUIREMENTS = DOCKER / "worker-requirements.txt"
+HEAVY = ("tensorflow", "keras", "tf2onnx", "onnx", "tf-keras", "scikit-learn", "matplotlib")
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in REQUIREMENTS.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"unpinned requirement: {line}"
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_worker_requirements_are_pinned_and_light() -> None:
+    pins = _pins()
+    assert {"onnxruntime", "kafka-python", "crc32c", "numpy", "prometheus-client"} <= pins.keys()
+    assert not set(HEAVY) & pins.keys()
+
+
+def test_dockerfiles_run_as_non_root_with_the_right_entrypoints() -> None:
+    for name, entrypoint in [
+        ("worker", '["ecg-anomaly", "worker"]'),
+        ("trainer", '["ecg-anomaly", "train"]'),
+    ]:
+        text = (DOCKER / f"{name}.Dockerfile").read_text()
+        assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+        users = re.findall(r"^USER (\S+)", text, re.M)
+        assert users and not users[-1].startswith(("root", "0")), f"{name} image runs as root"
+        assert f"ENTRYPOINT {entrypoint}" in text
+    worker = (DOCKER / "worker.Dockerfile").read_text()
+    assert "worker-requirements.txt" in worker and "--no-deps" in worker
+
+
+def test_pinned_worker_install_runs_without_tensorflow(tmp_path: Path) -> None:
+    """What the worker image does, in a fresh venv: pinned requirements, then the project without deps."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--requirement", str(REQUIREMENTS)], check=True)
+    # Install from a copy holding only what the Dockerfile copies, so nothing else can leak in.
+    src = tmp_path / "src"
+    src.mkdir()
+    for item in ("pyproject.toml", "README.md", "ecg_anomaly", "schemas", "worker", "trainer"):
+        copy = shutil.copytree if (REPO / item).is_dir() else shutil.copy
+        copy(
+            REPO / item,
+            src / item,
+            **({"ignore": shutil.ignore_patterns("__pycache__")} if (REPO / item).is_dir() else {}),
+        )
+    subprocess.run([*pip, "--no-deps", str(src)], check=True)
+
+    help_text = subprocess.run(
+        [str(venv / "bin" / "ecg-anomaly"), "worker", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--bootstrap-servers" in help_text and "--model" in help_text
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True
+    ).stdout.lower()
+    assert not [pkg for pkg in HEAVY if f"\n{pkg}==" in f"\n{installed}"]
+    train = subprocess.run([str(venv / "bin" / "ecg-anomaly"), "train"], capture_output=True, text=True)
+    assert train.returncode != 0 and "[train]" in train.stderr  # a clear message, not a traceback
