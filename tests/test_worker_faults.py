@@ -1,0 +1,207 @@
+"""Fault injection against a real broker: SIGKILL during a stream (both guarantees), broker outage."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from schemas import messages as m
+from tests.support.artifact import build_small_artifact, load_test_split
+from tests.support.broker import LocalBroker
+from tests.support.worker import WorkerProcess, produce_beats, read_topic, wait_for
+
+pytestmark = pytest.mark.kafka
+
+TOTAL = 20_000
+KILLS = 3
+BAD_EVERY = 997  # every 997th record is malformed, so dead letters are part of the outcome count
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_small_artifact(tmp_path_factory.mktemp("model"))
+
+
+def _feed(bootstrap: str, topic: str, rate: float) -> None:
+    beats, _ = load_test_split()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024)
+    headers = m.beat_headers()
+    start = time.monotonic()
+    for i in range(TOTAL):
+        source = f"source-{i % 11}"
+        value = (
+            b"not json"
+            if i % BAD_EVERY == 0
+            else m.encode_beat_json(source, beats[i % len(beats)], beat_id=f"b{i}")
+        )
+        producer.send(topic, key=source.encode(), value=value, headers=headers)
+        if i % 50 == 49:
+            ahead = (i + 1) / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+    producer.flush(60)
+    producer.close()
+
+
+def _group_done(bootstrap: str, group: str, topic: str) -> Callable[[], bool]:
+    def done() -> bool:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        try:  # reads the group's committed offsets without joining it
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            ends = consumer.end_offsets(partitions)
+            committed = {tp: consumer.committed(tp, timeout_ms=5000) for tp in partitions}
+            return sum(ends.values()) >= TOTAL and all((committed[tp] or 0) >= ends[tp] for tp in partitions)
+        finally:
+            consumer.close(autocommit=False, timeout_ms=2000)
+
+    return done
+
+
+def _run_with_kills(
+    bootstrap: str, model: Path, topic_factory: Callable[..., str], group: str, tmp_path: Path, guarantee: str
+) -> dict[str, str]:
+    topics = {
+        "anomaly_topic": topic_factory(partitions=3, prefix="anomalies"),
+        "scores_topic": topic_factory(partitions=3, prefix="scores"),
+        "dlq_topic": topic_factory(partitions=1, prefix="dlq"),
+    }
+    topic = topic_factory(partitions=3, prefix="beats")
+    options = dict(
+        topics,
+        guarantee=guarantee,
+        group_instance_id=f"{group}-0",  # static membership: a restarted worker takes its place at once
+        transactional_id=f"{group}-tx",
+        session_timeout_ms=6000,
+        max_batch=200,
+    )
+
+    def worker(n: int) -> WorkerProcess:
+        return WorkerProcess(
+            bootstrap, model, topic, group, tmp_path / f"{guarantee}-{n}.log", **options
+        ).start()
+
+    feeder = threading.Thread(target=_feed, args=(bootstrap, topic, 4000.0))
+    current = worker(0)
+    current.wait_ready()
+    feeder.start()
+    try:
+        for n in range(KILLS):
+            wait_for(
+                lambda w=current: w.metrics()["ecg_beats_consumed_total"] >= 1500,
+                120,
+                f"worker {n} to process 1,500 beats",
+                interval=0.05,
+            )
+            current.signal(signal.SIGKILL)
+            assert current.wait(30) == -signal.SIGKILL
+            current = worker(n + 1)
+            current.wait_ready()
+        feeder.join()
+        wait_for(_group_done(bootstrap, group, topic), 180, "every input offset committed", interval=1.0)
+        current.signal(signal.SIGTERM)
+        assert current.wait(30) == 0, current.log()
+    finally:
+        current.stop()
+        feeder.join()
+    return {"input": topic, **topics}
+
+
+def _outcomes(bootstrap: str, topics: dict[str, str], committed_only: bool) -> dict[tuple[int, int], list]:
+    """Input (partition, offset) → every outcome record found for it (scores and dead letters)."""
+    found: dict[tuple[int, int], list] = defaultdict(list)
+    for record in read_topic(bootstrap, topics["scores_topic"], committed_only=committed_only):
+        score = orjson.loads(record.value)
+        found[(score["input"]["partition"], score["input"]["offset"])].append(score)
+    for record in read_topic(bootstrap, topics["dlq_topic"], committed_only=committed_only):
+        h = dict(record.headers)
+        found[(int(h[m.DLQ_PARTITION]), int(h[m.DLQ_OFFSET]))].append(
+            {"dead_letter": h[m.DLQ_REASON].decode()}
+        )
+    return found
+
+
+def _input_offsets(bootstrap: str, topic: str) -> set[tuple[int, int]]:
+    return {(r.partition, r.offset) for r in read_topic(bootstrap, topic)}
+
+
+def test_exactly_once_survives_sigkills(
+    kafka_bootstrap: str, model_path: Path, topic_factory, group_factory, tmp_path: Path
+) -> None:
+    topics = _run_with_kills(
+        kafka_bootstrap, model_path, topic_factory, group_factory("eos"), tmp_path, "exactly-once"
+    )
+    inputs = _input_offsets(kafka_bootstrap, topics["input"])
+    assert len(inputs) == TOTAL
+    outcomes = _outcomes(kafka_bootstrap, topics, committed_only=True)
+    assert set(outcomes) == inputs  # no loss
+    assert [k for k, v in outcomes.items() if len(v) != 1] == []  # no duplicate
+    dead = sum(1 for v in outcomes.values() if "dead_letter" in v[0])
+    assert dead == len(range(0, TOTAL, BAD_EVERY))
+    events = [
+        orjson.loads(r.value)
+        for r in read_topic(kafka_bootstrap, topics["anomaly_topic"], committed_only=True)
+    ]
+    assert len({e["event_id"] for e in events}) == len(events)
+    assert {e["event_id"] for e in events} == {
+        v[0]["event_id"] for v in outcomes.values() if v[0].get("anomaly")
+    }
+
+
+def test_at_least_once_survives_sigkills_with_stable_event_ids(
+    kafka_bootstrap: str, model_path: Path, topic_factory, group_factory, tmp_path: Path
+) -> None:
+    topics = _run_with_kills(
+        kafka_bootstrap, model_path, topic_factory, group_factory("alo"), tmp_path, "at-least-once"
+    )
+    inputs = _input_offsets(kafka_bootstrap, topics["input"])
+    assert len(inputs) == TOTAL
+    outcomes = _outcomes(kafka_bootstrap, topics, committed_only=False)
+    assert set(outcomes) == inputs  # no loss
+    for copies in outcomes.values():  # a duplicate is the same outcome with the same id
+        assert len({orjson.dumps(c, option=orjson.OPT_SORT_KEYS) for c in copies}) == 1
+    events: dict[tuple[int, int], set[str]] = defaultdict(set)
+    for record in read_topic(kafka_bootstrap, topics["anomaly_topic"]):
+        event = orjson.loads(record.value)
+        events[(event["input"]["partition"], event["input"]["offset"])].add(event["event_id"])
+    assert all(len(ids) == 1 for ids in events.values())
+    assert set(events) == {k for k, v in outcomes.items() if v[0].get("anomaly")}
+
+
+def test_readyz_follows_the_broker(model_path: Path, tmp_path: Path) -> None:
+    with LocalBroker() as broker:
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        admin.create_topics([NewTopic(t, 1, 1) for t in ("beats", "scores", "anomalies", "dlq")])
+        admin.close()
+        worker = WorkerProcess(
+            broker.bootstrap,
+            model_path,
+            "beats",
+            "ready-group",
+            tmp_path / "ready.log",
+            scores_topic="scores",
+            anomaly_topic="anomalies",
+            dlq_topic="dlq",
+            broker_timeout=300,
+        ).start()
+        try:
+            worker.wait_ready()
+            broker.stop()
+            wait_for(lambda: worker.status("/readyz") == 503, 60, "/readyz to fail while the broker is down")
+            assert worker.status("/healthz") == 200  # alive: the loop still turns
+            broker.start()
+            wait_for(lambda: worker.status("/readyz") == 200, 120, "/readyz to recover with the broker")
+            beats, _ = load_test_split()
+            produce_beats(broker.bootstrap, "beats", beats[:10])
+            wait_for(lambda: worker.metrics()["ecg_beats_consumed_total"] >= 10, 60, "beats after the outage")
+        finally:
+            worker.stop()
+        assert worker.proc is not None and worker.proc.returncode == 0, worker.log()
