@@ -1,0 +1,196 @@
+"""Worker pieces without a broker: settings, decoding, outputs, metrics helpers."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from schemas import messages as m
+from worker.decode import BeatDecoder
+from worker.events import OutputBuilder
+from worker.kafka_io import security_config
+from worker.metrics import WorkerMetrics, observe_many
+from worker.model import Scores
+from worker.settings import ConfigError, configure, load_settings
+
+
+def _settings(argv: list[str], env: dict[str, str] | None = None):
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    return load_settings(parser.parse_args(argv), env or {})
+
+
+def test_flag_beats_env_beats_default() -> None:
+    s = _settings(["--model", "m.onnx", "--max-batch", "64"], {"ECG_MAX_BATCH": "32", "ECG_LINGER_MS": "9"})
+    assert (s.max_batch, s.linger_ms, s.fetch_max_wait_ms) == (64, 9, 20)
+    assert s.model == Path("m.onnx") and not s.exactly_once
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "names"),
+    [
+        (["--max-batch", "0"], {}, "--max-batch"),
+        (["--threshold", "nan"], {}, "--threshold"),
+        ([], {"ECG_HTTP_PORT": "http"}, "ECG_HTTP_PORT"),
+        (["--model-sha256", "abc"], {}, "--model-sha256"),
+        ([], {"ECG_GUARANTEE": "maybe-once"}, "ECG_GUARANTEE"),
+        (["--security-protocol", "SASL_SSL", "--sasl-username", "u"], {}, "--security-protocol"),
+        (["--ssl-cafile", "/no/such/ca.pem"], {}, "--ssl-cafile"),
+    ],
+)
+def test_invalid_options_name_the_option(argv: list[str], env: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        _settings(["--model", "m.onnx", *argv], env)
+
+
+def test_model_is_required() -> None:
+    with pytest.raises(ConfigError, match="--model"):
+        _settings([])
+
+
+def test_secrets_come_from_env_or_file_and_never_show(tmp_path: Path) -> None:
+    secret_file = tmp_path / "password"
+    secret_file.write_text("file-pw-123\n")
+    s = _settings(
+        [
+            "--model",
+            "m",
+            "--security-protocol",
+            "SASL_SSL",
+            "--sasl-mechanism",
+            "SCRAM-SHA-512",
+            "--sasl-username",
+            "svc",
+            "--sasl-password-file",
+            str(secret_file),
+        ],
+        {"ECG_KAFKA_SSL_PASSWORD": "env-pw-456"},
+    )
+    config = security_config(s)
+    assert config["sasl_plain_password"] == "file-pw-123"
+    assert config["ssl_password"] == "env-pw-456"
+    assert (config["sasl_mechanism"], config["sasl_plain_username"]) == ("SCRAM-SHA-512", "svc")
+    for shown in (repr(s), str(s.public())):
+        assert "file-pw-123" not in shown and "env-pw-456" not in shown
+
+
+@dataclass
+class Rec:
+    value: bytes | None
+    key: bytes | None = b"src"
+    headers: list = field(default_factory=lambda: m.beat_headers())
+    topic: str = "beats"
+    partition: int = 0
+    offset: int = 0
+    timestamp: int = 1_700_000_000_000
+
+
+def _decode(records: list[Rec], max_record_bytes: int = 65536):
+    for i, r in enumerate(records):
+        r.offset = i
+    return BeatDecoder(m.BEAT_LENGTH, 4, max_record_bytes).decode(records)
+
+
+def test_decoder_fills_one_batch_from_json_and_binary() -> None:
+    a = np.linspace(-3, 3, m.BEAT_LENGTH, dtype=np.float32)
+    b = a[::-1].copy()
+    batch = _decode(
+        [
+            Rec(
+                m.encode_beat_json(
+                    "p1", a, beat_time="2026-01-01T00:00:00+00:00", beat_id="x", label="normal"
+                )
+            ),
+            Rec(m.encode_beat_binary(b), key=b"p2", headers=m.beat_headers(m.BINARY_CONTENT_TYPE)),
+            Rec(m.encode_beat_json("p3", b), headers=[]),  # no content-type: JSON
+        ]
+    )
+    assert batch.rejects == []
+    assert np.array_equal(batch.beats, np.stack([a, b, b]))
+    assert [x.source_id for x in batch.meta] == ["p1", "p3", "p2"]
+    assert batch.meta[0].beat_time_ms == 1_767_225_600_000 and batch.meta[0].label == "normal"
+    assert batch.meta[1].beat_time_ms == 1_700_000_000_000  # record timestamp when absent
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        (Rec(m.encode_beat_json("p", [0.0] * m.BEAT_LENGTH, beat_time="yesterday")), "wrong_type"),
+        (Rec(m.encode_beat_json("p", [0.0] * m.BEAT_LENGTH, beat_time="2026-01-01T00:00:00")), "wrong_type"),
+        (Rec(orjson.dumps({"source_id": 5, "values": [0.0] * m.BEAT_LENGTH})), "wrong_type"),
+        (Rec(orjson.dumps([1, 2])), "wrong_type"),
+        (
+            Rec(orjson.dumps({"source_id": "p", "values": [0.0] * m.BEAT_LENGTH, "label": "ill"})),
+            "wrong_type",
+        ),
+        (Rec(orjson.dumps({"source_id": "p", "values": [[0.0]] * m.BEAT_LENGTH})), "wrong_type"),
+        (Rec(orjson.dumps({"source_id": "p"})), "missing_field"),
+        (Rec(b""), "empty_value"),
+        (Rec(b"x" * 2000), "oversized"),
+        (Rec(b"{}", headers=[("content-type", b"application/avro")]), "unknown_content_type"),
+        (Rec(b"\x80abc"), "undecodable_bytes"),
+        (Rec(b"{'single': 'quotes'}"), "invalid_json"),
+        (Rec(b'{"source_id": "p", "values": [NaN]}'), "invalid_json"),
+        (Rec(b"\0" * 560, key=b"\xff", headers=m.beat_headers(m.BINARY_CONTENT_TYPE)), "undecodable_bytes"),
+    ],
+)
+def test_decoder_reasons(record: Rec, reason: str) -> None:
+    good = Rec(m.encode_beat_json("p", [1.0] * m.BEAT_LENGTH))
+    batch = _decode([good, record], max_record_bytes=1500 if reason == "oversized" else 65536)
+    assert [r.reason.value for r in batch.rejects] == [reason]
+    assert len(batch.meta) == 1 and batch.meta[0].record is good
+
+
+def test_outputs_locate_the_error_and_copy_dead_letters_untouched() -> None:
+    beats = [Rec(m.encode_beat_json(f"p{i}", [0.0] * m.BEAT_LENGTH, beat_id=f"b{i}")) for i in range(3)]
+    bad = Rec(b"nope", headers=[("trace", b"1")])
+    batch = _decode([*beats, bad])
+    sample_error = np.full((3, m.BEAT_LENGTH), 0.001, dtype=np.float32)
+    sample_error[1, 42] = 1.0  # beat 1 deviates at sample 42
+    scores = Scores(np.array([0.01, 0.5, 0.02], dtype=np.float32), sample_error)
+    builder = OutputBuilder("anomalies", "scores", "dlq", "group-1", "worker-1")
+    out = builder.build(batch.meta, scores, 0.1, "v1", batch.rejects)
+    assert out.anomaly.tolist() == [False, True, False]
+    by_topic: dict[str, list] = {}
+    for r in out.records:
+        by_topic.setdefault(r.topic, []).append(r)
+    assert len(by_topic["scores"]) == 3 and len(by_topic["anomalies"]) == 1
+    event = orjson.loads(by_topic["anomalies"][0].value)
+    m.validate_event(event)
+    assert event["error_location"]["window_start"] == 40 and event["error_location"]["peak_sample"] == 42
+    assert event["severity"] == "critical" and event["event_id"] == m.event_id("beats", 0, 1)
+    (dead,) = by_topic["dlq"]
+    assert (dead.key, dead.value, dead.timestamp_ms) == (bad.key, bad.value, bad.timestamp)
+    headers = dict(dead.headers)
+    assert dead.headers[0] == ("trace", b"1")
+    assert headers[m.DLQ_REASON] == b"invalid_json" and headers[m.DLQ_OFFSET] == b"3"
+    assert headers[m.DLQ_CONSUMER_GROUP] == b"group-1"
+
+
+def test_metrics_are_preinitialised_with_fixed_labels() -> None:
+    text = generate_latest(WorkerMetrics().registry).decode()
+    for reason in m.DEAD_LETTER_REASONS:
+        assert f'ecg_dead_letters_total{{reason="{reason}"}} 0.0' in text
+    assert 'ecg_processing_errors_total{stage="model_reload"} 0.0' in text
+    assert 'ecg_labelled_beats_total{label="anomaly",outcome="normal"} 0.0' in text
+
+
+def test_observe_many_counts_like_observe() -> None:
+    values = np.array([0.05, 0.1, 0.3, 0.5, 0.7, 1.0, 2.0])
+    one, many = CollectorRegistry(), CollectorRegistry()
+    h1 = Histogram("h", "h", buckets=(0.1, 0.5, 1.0), registry=one)
+    h2 = Histogram("h", "h", buckets=(0.1, 0.5, 1.0), registry=many)
+    for v in values:
+        h1.observe(float(v))
+    observe_many(h2, values)
+    samples = [
+        [s for s in next(iter(reg.collect())).samples if not s.name.endswith("_created")]
+        for reg in (one, many)
+    ]
+    assert samples[0] == samples[1]
