@@ -65,5 +65,22 @@ worker-requirements:
 	  echo "# Regenerate: make worker-requirements  (a fresh venv, pip install ., pip freeze)"; \
 	  /tmp/ecg-worker-pins/bin/pip freeze --exclude ecg-anomaly; } > deploy/docker/worker-requirements.txt
 
+## report-screenshot: render $(REPORT) in headless Chromium to report.png beside it (apt-get installs chromium if missing)
+REPORT ?= artifacts/report.html
+SCREENSHOT_SIZE ?= 1200,4200
+.PHONY: report-screenshot
+report-screenshot:
+	@test -f $(REPORT) || { echo "no $(REPORT): run '$(BIN)/ecg-anomaly train' first" >&2; exit 1; }
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (Debian package)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq chromium >/dev/null; }
+	profile=$$(mktemp -d) && trap 'rm -rf "$$profile"' EXIT && \
+	  chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+	    --disable-component-update --disable-sync --no-first-run --user-data-dir="$$profile" \
+	    --screenshot="$(abspath $(dir $(REPORT)))/report.png" --window-size=$(SCREENSHOT_SIZE) \
+	    "file://$(abspath $(REPORT))"
+
 clean:
 	rm -rf $(VENV) .tools build *.egg-info .pytest_cache .ruff_cache
