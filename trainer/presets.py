@@ -27,6 +27,8 @@ class TrainConfig:
     # normal beats and for choosing the threshold. 0 = the tutorial: train on every training normal.
     validation_fraction: float = 0.0
     patience: int | None = None  # early stopping on validation-normal loss; None = off
+    # Halve the learning rate when the validation loss has not improved for this many epochs; None = off.
+    plateau_patience: int | None = None
     threshold_policy: str = "mean_std"
     threshold_params: dict[str, Any] = field(default_factory=lambda: {"k": 1.0})
 
@@ -49,8 +51,8 @@ class TrainConfig:
             raise ConfigError(
                 "threshold policy max_f1 needs labelled validation data: set a validation fraction"
             )
-        if self.patience is not None and self.validation_fraction == 0:
-            raise ConfigError("early stopping needs a validation split: set a validation fraction")
+        if (self.patience or self.plateau_patience) and self.validation_fraction == 0:
+            raise ConfigError("early stopping and plateau schedules need a validation split: set a fraction")
 
     def as_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

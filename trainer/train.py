@@ -239,6 +239,12 @@ def _callbacks(keras: Any, config: TrainConfig, quiet: bool, log: Log) -> list[A
                 monitor="val_loss", patience=config.patience, restore_best_weights=True
             )
         )
+    if config.plateau_patience is not None:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=config.plateau_patience, min_lr=1e-5
+            )
+        )
     if not quiet:
 
         class Progress(keras.callbacks.Callback):  # type: ignore[misc,name-defined]

@@ -44,6 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--validation-fraction", type=float, help="part of the training split held out (stratified)"
     )
     model.add_argument("--patience", type=int, help="early-stopping patience in epochs; 0 turns it off")
+    model.add_argument(
+        "--plateau-patience",
+        type=int,
+        help="halve the learning rate after N epochs without improvement; 0: off",
+    )
     threshold = parser.add_argument_group("threshold (override the preset)")
     threshold.add_argument("--threshold-policy", choices=POLICIES)
     threshold.add_argument("--threshold-k", type=float, help="mean_std: mean + k * std (default k 1)")
@@ -88,8 +93,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "threshold_policy": policy,
         "threshold_params": params,
     }
+    # 0 turns these off (None), which with_overrides would read as "not given".
     if args.patience is not None:
         preset = dataclasses.replace(preset, patience=args.patience or None)
+    if args.plateau_patience is not None:
+        preset = dataclasses.replace(preset, plateau_patience=args.plateau_patience or None)
     return preset.with_overrides(**changes)
 
 
