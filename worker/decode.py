@@ -180,9 +180,18 @@ class BeatDecoder:
         return BeatMeta(record, source_id, record.timestamp)
 
 
+_CONTENT_TYPES = {
+    JSON_CONTENT_TYPE.encode(): JSON_CONTENT_TYPE,
+    BINARY_CONTENT_TYPE.encode(): BINARY_CONTENT_TYPE,
+}
+
+
 def _content_type(headers: list[tuple[str, bytes]] | None) -> str | None:
     for key, value in headers or ():
-        if key.lower() == CONTENT_TYPE_HEADER:
+        if key == CONTENT_TYPE_HEADER or key.lower() == CONTENT_TYPE_HEADER:
+            known = _CONTENT_TYPES.get(value)  # the common case, without parsing
+            if known is not None:
+                return known
             try:
                 return value.decode("ascii").split(";", 1)[0].strip().lower()
             except (UnicodeDecodeError, AttributeError):
