@@ -9,8 +9,9 @@ KAFKA := deploy/local/kafka.sh
 TOOLS := $(CURDIR)/.tools/bin
 KUSTOMIZE_VERSION := v5.7.1
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: install tools test worker-requirements lint format kafka-up kafka-down kafka-status clean
+.PHONY: install tools demo test worker-requirements lint format kafka-up kafka-down kafka-status clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -32,6 +33,10 @@ tools: $(TOOLS)/kustomize
 
 $(TOOLS)/kustomize:
 	GOBIN=$(TOOLS) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+## demo: fresh clone → venv, model (trained once, then reused), local broker, worker, replayed feed, live numbers
+demo: $(STAMP)
+	$(BIN)/ecg-anomaly demo $(DEMO_ARGS)
 
 ## test: everything from a fresh clone (venv, broker jars, tools), then the whole suite
 test: $(STAMP) tools
