@@ -26,15 +26,20 @@ from schemas.messages import (
 _NUMBER_TYPES = frozenset((int, float))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BeatMeta:
-    """What the outputs need to know about one scored beat besides its values."""
+    """What the outputs need to know about one scored beat besides its values (not frozen: cheaper)."""
 
     record: Any  # the ConsumerRecord (topic, partition, offset, timestamp, key, value, headers)
     source_id: str
     beat_time_ms: int
     beat_id: str | None = None
     label: str | None = None
+
+    @property
+    def key(self) -> bytes:
+        """The output records' key: the source id, so one source's outputs stay on one partition."""
+        return self.source_id.encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,24 +69,41 @@ class OutputBuilder:
         errors = scores.sample_error[rows].astype(np.float64)
         starts = np.arange(0, errors.shape[1], ERROR_WINDOW)
         windows = np.add.reduceat(errors, starts, axis=1)
-        totals = errors.sum(axis=1)
         best = windows.argmax(axis=1)
+        totals = errors.sum(axis=1)
+        share = np.divide(
+            windows[np.arange(len(rows)), best], totals, out=np.zeros(len(rows)), where=totals > 0
+        )
         peak = errors.argmax(axis=1)
+        peak_error = errors[np.arange(len(rows)), peak]
+        window_start = starts[best]
+        window_end = np.minimum(window_start + ERROR_WINDOW, errors.shape[1])
+        beat_times = _iso_times([meta[r].beat_time_ms for r in rows.tolist()])
         detected_at = m.iso_time(int(time.time() * 1000))
         out = []
-        for i, row in enumerate(rows.tolist()):
+        columns = zip(
+            rows.tolist(),
+            scores.score[rows].tolist(),
+            beat_times,
+            window_start.tolist(),
+            window_end.tolist(),
+            share.tolist(),
+            peak.tolist(),
+            peak_error.tolist(),
+            strict=True,
+        )
+        for row, score, beat_time, w_start, w_end, w_share, peak_sample, peak_err in columns:
             beat = meta[row]
             record = beat.record
-            score = float(scores.score[row])
-            start = int(starts[best[i]])
+            ratio = score / threshold
             event: dict[str, Any] = {
                 "event_id": m.event_id(record.topic, record.partition, record.offset),
                 "source_id": beat.source_id,
-                "beat_time": m.iso_time(beat.beat_time_ms),
+                "beat_time": beat_time,
                 "detected_at": detected_at,
                 "score": score,
                 "threshold": threshold,
-                "ratio": score / threshold,
+                "ratio": ratio,
                 "severity": m.severity(score, threshold),
                 "model_version": version,
                 "input": {
@@ -96,34 +113,33 @@ class OutputBuilder:
                     "timestamp": record.timestamp,
                 },
                 "error_location": {
-                    "window_start": start,
-                    "window_end": min(start + ERROR_WINDOW, errors.shape[1]),
-                    "window_share": float(windows[i, best[i]] / totals[i]) if totals[i] > 0 else 0.0,
-                    "peak_sample": int(peak[i]),
-                    "peak_error": float(errors[i, peak[i]]),
+                    "window_start": w_start,
+                    "window_end": w_end,
+                    "window_share": w_share,
+                    "peak_sample": peak_sample,
+                    "peak_error": peak_err,
                 },
             }
             if beat.beat_id is not None:
                 event["beat_id"] = beat.beat_id
             if beat.label is not None:
                 event["label"] = beat.label
-            out.append(
-                OutRecord(
-                    self.anomaly_topic, beat.source_id.encode(), orjson.dumps(event), self._event_headers
-                )
-            )
+            out.append(OutRecord(self.anomaly_topic, beat.key, orjson.dumps(event), self._event_headers))
         return out
 
     def _scores(
         self, meta: list[BeatMeta], score: np.ndarray, anomaly: np.ndarray, threshold: float, version: str
     ) -> list[OutRecord]:
         out = []
-        for beat, value, flag in zip(meta, score.tolist(), anomaly.tolist(), strict=True):
+        beat_times = _iso_times([b.beat_time_ms for b in meta])
+        for beat, value, flag, beat_time in zip(
+            meta, score.tolist(), anomaly.tolist(), beat_times, strict=True
+        ):
             record = beat.record
             body: dict[str, Any] = {
                 "event_id": m.event_id(record.topic, record.partition, record.offset),
                 "source_id": beat.source_id,
-                "beat_time": m.iso_time(beat.beat_time_ms),
+                "beat_time": beat_time,
                 "score": value,
                 "threshold": threshold,
                 "anomaly": flag,
@@ -134,9 +150,7 @@ class OutputBuilder:
                 body["beat_id"] = beat.beat_id
             if beat.label is not None:
                 body["label"] = beat.label
-            out.append(
-                OutRecord(self.scores_topic, beat.source_id.encode(), orjson.dumps(body), self._score_headers)
-            )
+            out.append(OutRecord(self.scores_topic, beat.key, orjson.dumps(body), self._score_headers))
         return out
 
     def dead_letter(self, reject: Reject) -> OutRecord:
@@ -154,3 +168,9 @@ class OutputBuilder:
             (m.DLQ_FAILED_AT, m.iso_time(int(time.time() * 1000)).encode()),
         ]
         return OutRecord(self.dlq_topic, record.key, record.value, headers, record.timestamp)
+
+
+def _iso_times(epoch_ms: list[int]) -> list[str]:
+    """Epoch milliseconds → ISO-8601 UTC strings (``...T18:00:00.123Z``), vectorised."""
+    stamps = np.array(epoch_ms, dtype="datetime64[ms]")
+    return [t + "Z" for t in np.datetime_as_string(stamps, unit="ms").tolist()]

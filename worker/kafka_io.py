@@ -15,10 +15,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.structs import OffsetAndMetadata
 
 from worker.events import OutRecord
@@ -70,6 +72,23 @@ class AssignmentTracker(ConsumerRebalanceListener):
         self.on_partitions_revoked(lost)
 
 
+class CachedKeyPartitioner(DefaultPartitioner):
+    """The default placement (murmur2 of the key, as the Java client), with the hash cached per key.
+
+    Output keys are source ids, which repeat; kafka-python's murmur2 is pure Python.
+    """
+
+    def __init__(self) -> None:
+        self._hash = lru_cache(maxsize=65536)(murmur2)
+
+    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):  # type: ignore[no-untyped-def]
+        partitions = cluster.partitions_for_topic(topic) if serialized_key is not None else None
+        if not partitions:
+            return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+        ordered = sorted(partitions)
+        return ordered[(self._hash(serialized_key) & 0x7FFFFFFF) % len(ordered)]
+
+
 def make_consumer(settings: WorkerSettings, tracker: AssignmentTracker) -> KafkaConsumer:
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers.split(","),
@@ -100,6 +119,7 @@ def make_producer(settings: WorkerSettings) -> KafkaProducer:
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": settings.linger_ms,
+        "partitioner": CachedKeyPartitioner(),
         "batch_size": 256 * 1024,
         "max_request_size": 4 * 1024 * 1024,
         "request_timeout_ms": min(timeout_ms, 30000),
