@@ -65,10 +65,12 @@ def follow(
     limit: int | None,
     timeout: float | None,
     stopping: list[bool],
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
-    """Print records until ``limit``, ``timeout`` seconds of silence, or ``stopping`` is non-empty."""
+    """Print records to ``out`` (stdout) until ``limit``, ``timeout`` s of silence, or ``stopping``."""
     from kafka import KafkaConsumer, TopicPartition
+
+    out = out or sys.stdout
 
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
