@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import CommitFailedError, InvalidProducerEpochError, ProducerFencedError
+from kafka.errors import InvalidProducerEpochError, ProducerFencedError
 
 from ecg_anomaly.errors import EcgAnomalyError
 from schemas.artifact import ArtifactError
@@ -73,6 +73,7 @@ class Worker:
         self._next_reload = time.monotonic() + settings.reload_interval
         self._last_connected = time.monotonic()
         self._assignment: set[TopicPartition] = set()
+        self._processed: dict[TopicPartition, Any] = {}  # at-least-once: next offset per partition done
         metrics.set_model(model.version, model.sha256, model.threshold)
         health.model_loaded = True
 
@@ -99,6 +100,8 @@ class Worker:
             if records:
                 self._process(records)
         log.info("stop requested: last batch done, draining")
+        if not self.settings.exactly_once:
+            self._final_commit()
 
     def _watch_connection(self) -> None:
         now = time.monotonic()
@@ -186,19 +189,33 @@ class Worker:
                 extra={"error": repr(exc)},
             )
             return False
+        # Asynchronous: the outputs are acknowledged, so a lost commit only means re-processing
+        # (duplicates keep their event ids). The final commit on drain is synchronous.
         owned = self.consumer.assignment()
         offsets = {tp: om for tp, om in offsets.items() if tp in owned}
+        self._processed.update(offsets)
+        self.consumer.commit_async(offsets, callback=self._on_commit)
+        return True
+
+    def _on_commit(self, offsets: Any, response: Any) -> None:
+        """Commit result, on the client's IO thread: only count and log."""
+        if isinstance(response, BaseException):
+            self.metrics.errors.labels("commit").inc()
+            log.warning(
+                "offset commit failed; these records may be re-processed", extra={"error": repr(response)}
+            )
+
+    def _final_commit(self) -> None:
+        owned = self.consumer.assignment()
+        offsets = {tp: om for tp, om in self._processed.items() if tp in owned}
+        if not offsets:
+            return
         try:
             self.consumer.commit(offsets, timeout_ms=int(self.settings.kafka_timeout * 1000))
+            log.info("final offsets committed", extra={"partitions": sorted(tp.partition for tp in offsets)})
         except Exception as exc:
-            # Outputs are out: the records count as processed. Without the commit they may be
-            # processed again (by us or a new owner) and duplicates keep their event ids.
             self.metrics.errors.labels("commit").inc()
-            level = logging.WARNING if isinstance(exc, CommitFailedError) else logging.ERROR
-            log.log(
-                level, "offset commit failed; these records may be re-processed", extra={"error": repr(exc)}
-            )
-        return True
+            log.error("final offset commit failed; records may be re-processed", extra={"error": repr(exc)})
 
     def _commit_transaction(self, out: list[Any], offsets: dict[TopicPartition, Any]) -> bool:
         timeout = self.settings.kafka_timeout
