@@ -9,9 +9,10 @@ KAFKA := deploy/local/kafka.sh
 TOOLS := $(CURDIR)/.tools/bin
 KUSTOMIZE_VERSION := v5.7.1
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: install tools demo test worker-requirements lint format kafka-up kafka-down kafka-status clean
+.PHONY: install tools demo test bench worker-requirements lint format kafka-up kafka-down kafka-status clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -42,6 +43,11 @@ demo: $(STAMP)
 test: $(STAMP) tools
 	$(KAFKA) fetch
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+## bench: worker throughput (JSON, binary), latency at 2,000 beats/s, memory, time to ready → bench-results/worker.json
+bench: $(STAMP)
+	$(KAFKA) fetch
+	$(BIN)/python -m tests.bench.worker_throughput $(BENCH_ARGS)
 
 ## lint: ruff check and format check
 lint: $(STAMP)
