@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,11 +14,13 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from schemas import messages as m
+from tests.support.broker import REPO
 from worker.decode import BeatDecoder
 from worker.events import OutputBuilder
 from worker.kafka_io import security_config
 from worker.metrics import WorkerMetrics, observe_many
 from worker.model import Scores
+from worker.options import OPTIONS, SECRETS
 from worker.settings import ConfigError, configure, load_settings
 
 
@@ -194,3 +198,27 @@ def test_observe_many_counts_like_observe() -> None:
         for reg in (one, many)
     ]
     assert samples[0] == samples[1]
+
+
+def test_worker_imports_neither_tensorflow_nor_onnx() -> None:
+    code = (
+        "import sys, worker.cli, worker.loop, worker.model; "
+        "banned = ('tensorflow', 'keras', 'tf2onnx', 'onnx'); "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in banned); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_documents_every_option_and_reason() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Worker") :]
+    for option in OPTIONS:
+        assert f"| `{option.flag}` | `{option.env}` |" in section, option.flag
+    for _, env, _ in SECRETS:
+        assert f"`{env}`" in section
+    for reason in m.DEAD_LETTER_REASONS:
+        assert f"| `{reason}` |" in section

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import InvalidProducerEpochError, ProducerFencedError
+from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
 
 from ecg_anomaly.errors import EcgAnomalyError
 from schemas.artifact import ArtifactError
@@ -94,9 +94,15 @@ class Worker:
             self.health.beat()
             self._watch_connection()
             self._maybe_reload()
-            records = self.consumer.poll(
-                timeout_ms=self.settings.max_wait_ms, max_records=self.settings.max_batch
-            )
+            try:
+                records = self.consumer.poll(
+                    timeout_ms=self.settings.max_wait_ms, max_records=self.settings.max_batch
+                )
+            except KafkaError as exc:  # e.g. an authorization or offset error: count, back off, retry
+                self.metrics.errors.labels("poll").inc()
+                log.error("poll failed", extra={"error": repr(exc)})
+                self._sleep(RETRY_BACKOFF)
+                continue
             if records:
                 self._process(records)
         log.info("stop requested: last batch done, draining")
@@ -156,7 +162,11 @@ class Worker:
     def _process(self, records: dict[TopicPartition, list[Any]]) -> None:
         flat = [r for recs in records.values() for r in recs]
         model = self.model  # one model per batch, even if a reload lands later
-        batch = self.decoder.decode(flat)
+        try:
+            batch = self.decoder.decode(flat)
+        except Exception as exc:  # every record has a reason code; an exception here is a bug
+            self.metrics.errors.labels("decode").inc()
+            raise FatalError(f"decoding a batch failed unexpectedly: {exc!r}") from exc
         scores = None
         if batch.meta:
             try:
@@ -248,7 +258,11 @@ class Worker:
         for tp, recs in records.items():
             if recs and tp in owned:
                 self.consumer.seek(tp, recs[0].offset)
-        deadline = time.monotonic() + RETRY_BACKOFF
+        self._sleep(RETRY_BACKOFF)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep that ends early when a stop is requested."""
+        deadline = time.monotonic() + seconds
         while not self._stopping and time.monotonic() < deadline:
             time.sleep(0.05)
 
