@@ -205,3 +205,30 @@ def test_readyz_follows_the_broker(model_path: Path, tmp_path: Path) -> None:
         finally:
             worker.stop()
         assert worker.proc is not None and worker.proc.returncode == 0, worker.log()
+
+
+def test_fenced_exactly_once_worker_exits_so_the_pod_restarts(
+    kafka_bootstrap: str, model_path: Path, topic_factory, group_factory, tmp_path: Path
+) -> None:
+    topic = topic_factory(partitions=2, prefix="beats")
+    group = group_factory("fence")
+    options = {
+        "guarantee": "exactly-once",
+        "transactional_id": f"{group}-same",  # a misconfigured second replica reuses the id
+        "anomaly_topic": topic_factory(prefix="anomalies"),
+        "dlq_topic": topic_factory(prefix="dlq"),
+    }
+    first = WorkerProcess(
+        kafka_bootstrap, model_path, topic, group, tmp_path / "first.log", **options
+    ).start()
+    second = WorkerProcess(kafka_bootstrap, model_path, topic, group, tmp_path / "second.log", **options)
+    beats, _ = load_test_split()
+    try:
+        first.wait_ready()
+        second.start().wait_ready()  # its init_transactions fences the first producer
+        produce_beats(kafka_bootstrap, topic, beats[:200], sources=20)  # both partitions get beats
+        assert first.wait(timeout=60) == 3, first.log()
+        assert "producer fenced" in first.log()
+    finally:
+        first.stop()
+        second.stop()

@@ -133,7 +133,7 @@ def latency(
     try:
         worker.wait_ready()
         reader.start()
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)  # a feed batches a little, too
         headers = m.beat_headers()
         encoded = [m.encode_beat_json(f"source-{i % 50}", b) for i, b in enumerate(beats)]
         start = time.monotonic()
