@@ -63,11 +63,14 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     # tensorflow.org/tutorials/generative/autoencoder, "Third example: Anomaly detection".
     "tutorial": TrainConfig(preset="tutorial", encoder=(32, 16), embedding=8),
+    # Ours: wider layers and a 32-wide embedding reconstruct normal beats more closely (higher ROC AUC);
+    # more epochs with early stopping on held-out training normals; the threshold with the best F1 on the
+    # labelled validation part of the training split instead of mean + 1 std of the beats it trained on.
     "default": TrainConfig(
         preset="default",
-        encoder=(128, 64),
+        encoder=(256, 128),
         embedding=32,
-        epochs=300,
+        epochs=200,
         batch_size=64,
         validation_fraction=0.2,
         patience=20,
