@@ -223,7 +223,9 @@ def choose_threshold(
             chosen = thresholds.max_f1(labelled, splits.validation.is_anomaly)
         case other:
             raise ConfigError(f"unknown threshold policy {other!r}")
-    return thresholds.Threshold(chosen.value, chosen.policy, {**chosen.params, "errors_from": source})
+    # Rounded to float32, the scores' type, so "score > threshold" gives the same answer in every consumer.
+    value = float(np.float32(chosen.value))
+    return thresholds.Threshold(value, chosen.policy, {**chosen.params, "errors_from": source})
 
 
 def _normal_beats(dataset: Dataset) -> np.ndarray:
