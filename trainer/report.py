@@ -91,7 +91,7 @@ def _histogram(ax: Any, inputs: ReportInputs, threshold: float) -> None:
     ax.hist(inputs.scores[~inputs.is_anomaly], bins=bins, alpha=0.6, label="normal", color="tab:blue")
     ax.hist(inputs.scores[inputs.is_anomaly], bins=bins, alpha=0.6, label="abnormal", color="tab:red")
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4f}")
-    ax.set(xlabel="reconstruction error (score)", ylabel="test beats")
+    ax.set(xlabel="reconstruction error (score); axis ends at the 99.5th percentile", ylabel="test beats")
     ax.legend()
 
 
