@@ -195,13 +195,15 @@ def test_readyz_follows_the_broker(model_path: Path, tmp_path: Path) -> None:
         try:
             worker.wait_ready()
             broker.stop()
-            wait_for(lambda: worker.status("/readyz") == 503, 60, "/readyz to fail while the broker is down")
+            wait_for(lambda: worker.status("/readyz") == 503, 180, "/readyz to fail while the broker is down")
             assert worker.status("/healthz") == 200  # alive: the loop still turns
             broker.start()
-            wait_for(lambda: worker.status("/readyz") == 200, 120, "/readyz to recover with the broker")
+            wait_for(lambda: worker.status("/readyz") == 200, 180, "/readyz to recover with the broker")
             beats, _ = load_test_split()
             produce_beats(broker.bootstrap, "beats", beats[:10])
-            wait_for(lambda: worker.metrics()["ecg_beats_consumed_total"] >= 10, 60, "beats after the outage")
+            wait_for(
+                lambda: worker.metrics()["ecg_beats_consumed_total"] >= 10, 180, "beats after the outage"
+            )
         finally:
             worker.stop()
         assert worker.proc is not None and worker.proc.returncode == 0, worker.log()
@@ -227,7 +229,7 @@ def test_fenced_exactly_once_worker_exits_so_the_pod_restarts(
         first.wait_ready()
         second.start().wait_ready()  # its init_transactions fences the first producer
         produce_beats(kafka_bootstrap, topic, beats[:200], sources=20)  # both partitions get beats
-        assert first.wait(timeout=60) == 3, first.log()
+        assert first.wait(timeout=180) == 3, first.log()
         assert "producer fenced" in first.log()
     finally:
         first.stop()

@@ -138,7 +138,7 @@ def test_live_hot_reload_keeps_old_model_on_broken_file(
         )
         produce_beats(kafka_bootstrap, topic, beats[:5])
         wait_for(
-            lambda: worker.metrics()["ecg_beats_consumed_total"] == 5, 30, "beats scored by the old model"
+            lambda: worker.metrics()["ecg_beats_consumed_total"] == 5, 180, "beats scored by the old model"
         )
         _replace(
             live,
@@ -146,10 +146,10 @@ def test_live_hot_reload_keeps_old_model_on_broken_file(
                 model_path, tmp_path / "v2.onnx", model_version="test-tiny-2", threshold="0.5"
             ).read_bytes(),
         )
-        wait_for(lambda: worker.metrics().get("ecg_model_threshold") == 0.5, 30, "the new model")
+        wait_for(lambda: worker.metrics().get("ecg_model_threshold") == 0.5, 180, "the new model")
         produce_beats(kafka_bootstrap, topic, beats[5:10])
         wait_for(
-            lambda: worker.metrics()["ecg_beats_consumed_total"] == 10, 30, "beats scored by the new model"
+            lambda: worker.metrics()["ecg_beats_consumed_total"] == 10, 180, "beats scored by the new model"
         )
         metrics = worker.metrics()
     finally:

@@ -78,7 +78,7 @@ def test_scores_match_offline_and_events_are_exactly_the_anomalies(
     topic = _topic_of(worker, "input_topic")
     produce_beats(kafka_bootstrap, topic, beats, labels=labels)  # JSON
     produce_beats(kafka_bootstrap, topic, beats, binary=True)  # the same beats, binary
-    wait_for(lambda: worker.metrics()["ecg_beats_consumed_total"] >= 2000, 120, "2,000 beats consumed")
+    wait_for(lambda: worker.metrics()["ecg_beats_consumed_total"] >= 2000, 180, "2,000 beats consumed")
 
     scores = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, _topic_of(worker, "scores_topic"))]
     events = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, _topic_of(worker, "anomaly_topic"))]
@@ -176,7 +176,7 @@ def test_every_dead_letter_reason_lands_with_its_record_untouched(
     records.append((b"s1", m.encode_beat_json("s1", beats[99], beat_id="last"), m.beat_headers()))
     produce_raw(kafka_bootstrap, topic, records)
     total = len(records)
-    wait_for(lambda: worker.metrics()["ecg_beats_consumed_total"] >= total, 60, "all records consumed")
+    wait_for(lambda: worker.metrics()["ecg_beats_consumed_total"] >= total, 180, "all records consumed")
 
     inputs = read_topic(kafka_bootstrap, topic)
     dead = read_topic(kafka_bootstrap, _topic_of(worker, "dlq_topic"))
@@ -220,7 +220,7 @@ def test_sigterm_under_load_drains_and_loses_nothing(
         target=produce_beats, args=(kafka_bootstrap, topic, stream), kwargs={"rate": 3000}
     )
     feeder.start()
-    wait_for(lambda: worker.metrics()["ecg_beats_consumed_total"] >= 1500, 60, "the worker to be busy")
+    wait_for(lambda: worker.metrics()["ecg_beats_consumed_total"] >= 1500, 180, "the worker to be busy")
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0, worker.log()
     lines = [orjson.loads(line) for line in worker.log_path.read_text().splitlines()]  # JSON logs only

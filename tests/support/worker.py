@@ -69,7 +69,7 @@ class WorkerProcess:
         except OSError:
             return None
 
-    def wait_ready(self, timeout: float = 60) -> float:
+    def wait_ready(self, timeout: float = 180) -> float:
         """Seconds until /readyz answered 200; fails if the process exits first."""
         start = time.monotonic()
         while time.monotonic() - start < timeout:
