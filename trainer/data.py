@@ -189,20 +189,27 @@ def _wrong_width(source: str, number: int, found: int, allowed: tuple[int, ...])
 def _parse_row(fields: list[str], source: str, number: int) -> np.ndarray:
     try:
         row = np.array(fields, dtype=np.float64)
-    except ValueError:
-        for column, field in enumerate(fields, start=1):
-            try:
-                float(field)
-            except ValueError:
-                raise DataError(
-                    f"{source}: row {number}, column {column}: {field[:40]!r} is not a number"
-                ) from None
-        raise  # unreachable in practice: numpy and float() accept the same text
+    except ValueError as exc:
+        column = next((c for c, field in enumerate(fields, start=1) if not _is_number(field)), None)
+        where = (
+            f"row {number}: {exc}"
+            if column is None
+            else (f"row {number}, column {column}: {fields[column - 1][:40]!r} is not a number")
+        )
+        raise DataError(f"{source}: {where}") from None
     bad = np.flatnonzero(~np.isfinite(row))
     if bad.size:
         column = int(bad[0]) + 1
         raise DataError(f"{source}: row {number}, column {column}: {fields[column - 1]!r} is not finite")
     return row
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_labels(

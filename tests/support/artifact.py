@@ -8,6 +8,7 @@ process trains; later calls copy that artifact, so many tests can share it.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +31,7 @@ def build_small_artifact(out_dir: Path) -> Path:
         from trainer.train import train
 
         cache = Path(tempfile.mkdtemp(prefix="ecg-small-artifact-"))
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
         result = train(
             PRESETS["tiny"],
             load_dataset(),
