@@ -27,6 +27,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("score", "trainer.commands.score", "per-beat scores and anomaly flags of a beats file, as CSV"),
     ("replay", "ecg_anomaly.replay", "publish ECG5000 (or a beats file) to the input topic as a live feed"),
     ("watch", "ecg_anomaly.watch", "follow anomaly events (or --dlq dead letters), one readable line each"),
+    ("redrive", "ecg_anomaly.redrive", "send dead letters back to their topic once their cause is fixed"),
     ("demo", "ecg_anomaly.demo", "model, local Kafka, worker and a replayed feed, with live numbers"),
 ]
 

@@ -97,7 +97,13 @@ def create_topics(bootstrap: str, partitions: dict[str, int], group: str, input_
     from kafka.admin import KafkaAdminClient, OffsetSpec
     from kafka.errors import KafkaError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ecg-demo-admin")
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ecg-demo-admin")
+    except KafkaError as exc:
+        raise EcgAnomalyError(
+            f"no Kafka broker answers at {bootstrap} ({exc!r}); if another program holds the port, "
+            "choose another: KAFKA_PORT=19092 make demo"
+        ) from exc
     try:
         missing = {t: n for t, n in partitions.items() if t not in set(admin.list_topics())}
         if missing:

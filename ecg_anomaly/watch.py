@@ -93,7 +93,8 @@ def follow(
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         (consumer.seek_to_beginning if from_beginning else consumer.seek_to_end)(*assigned)
-        print(f"watch: following {topic} at {bootstrap} ({len(assigned)} partitions)", file=sys.stderr)
+        plural = "s" if len(assigned) != 1 else ""
+        print(f"watch: following {topic} at {bootstrap} ({len(assigned)} partition{plural})", file=sys.stderr)
         seen = 0
         while not stopping:
             for records in consumer.poll(timeout_ms=250).values():
