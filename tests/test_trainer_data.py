@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ecg_anomaly.cli import main
-from trainer.data import load_dataset, parse_text, split_train_test
+from trainer.data import Dataset, load_dataset, parse_text, split_train_test
 from trainer.errors import DataError
 
 L = 140
@@ -56,6 +56,17 @@ def test_default_data_is_ecg5000_with_the_tutorial_split() -> None:
     assert sorted(set(data.classes.tolist())) == [1, 2, 3, 4, 5]
     train, test = split_train_test(data, 0.2, 21)
     assert (len(train), len(test)) == (4000, 1000)
+
+
+@pytest.mark.parametrize(("n", "test_size", "seed"), [(5000, 0.2, 21), (4998, 0.2, 21), (37, 0.33, 5)])
+def test_split_is_scikit_learns_train_test_split(n: int, test_size: float, seed: int) -> None:
+    from sklearn.model_selection import train_test_split
+
+    rows = Dataset(np.arange(n, dtype=np.float32)[:, None], None, None, "rows")
+    train, test = split_train_test(rows, test_size, seed)
+    expected_train, expected_test = train_test_split(np.arange(n), test_size=test_size, random_state=seed)
+    assert train.beats[:, 0].tolist() == expected_train.tolist()
+    assert test.beats[:, 0].tolist() == expected_test.tolist()
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ Formats (detected from the delimiter unless given):
 
 Every problem stops with a :class:`DataError` that names the source, the row
 (1-based line number in the file) and the column (1-based), so a user can open
-the file and look. Needs numpy only; the split helper imports scikit-learn lazily.
+the file and look. Needs numpy only.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.errors import DataError
+from trainer.errors import ConfigError, DataError
 
 BEAT_LENGTH = 140
 DEFAULT_DATA = "ecg5000"
@@ -223,14 +223,16 @@ def _check_labels(
 
 
 def split_train_test(dataset: Dataset, test_size: float, random_state: int) -> tuple[Dataset, Dataset]:
-    """The tutorial's split: ``train_test_split(..., test_size, random_state)``, not stratified."""
-    try:
-        from sklearn.model_selection import train_test_split
-    except ImportError as exc:
-        from trainer.errors import missing_training_extra
+    """The tutorial's split, ``sklearn.model_selection.train_test_split(test_size, random_state)``.
 
-        raise missing_training_extra(exc) from exc
-    train_idx, test_idx = train_test_split(
-        np.arange(len(dataset)), test_size=test_size, random_state=random_state
-    )
-    return dataset.take(train_idx), dataset.take(test_idx)
+    Reimplemented in numpy (same permutation, same rows, same order; a test compares the two) so
+    that the worker's install can pick the same test beats without scikit-learn.
+    """
+    n = len(dataset)
+    n_test = math.ceil(test_size * n)
+    if not 0.0 < test_size < 1.0 or not 0 < n_test < n:
+        raise ConfigError(
+            f"{dataset.source}: test size {test_size} leaves no training or no test rows of {n}"
+        )
+    permutation = np.random.RandomState(random_state).permutation(n)
+    return dataset.take(permutation[n_test:]), dataset.take(permutation[:n_test])
