@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import Counter
@@ -171,3 +173,19 @@ def test_watch_without_from_beginning_prints_only_new_records(
         main(["watch", "--bootstrap-servers", kafka_bootstrap, "--topic", "no-such-topic", "--timeout", "1"])
         == 1
     )
+
+
+def test_replay_and_watch_never_import_tensorflow(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory(partitions=1, prefix="beats")
+    common = f"'--bootstrap-servers', '{kafka_bootstrap}', '--topic', '{topic}'"
+    code = (
+        "import sys; from ecg_anomaly.cli import main; "
+        f"assert main(['replay', {common}, '--limit', '5']) == 0; "
+        f"assert main(['watch', {common}, '--timeout', '0.5']) == 0; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
