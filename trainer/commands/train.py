@@ -26,7 +26,12 @@ POLICY_PARAMS: dict[str, tuple[str, float] | None] = {
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default", help="default: %(default)s")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="default (ours, the default), tutorial (the TensorFlow tutorial exactly), tiny (seconds; tests)",
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("artifacts"), help="default: %(default)s")
     parser.add_argument("--seed", type=int, default=1, help="seeds python, numpy and TensorFlow (default: 1)")
     parser.add_argument("--test-size", type=float, default=0.2, help="test split fraction (default: 0.2)")
