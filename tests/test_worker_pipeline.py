@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from schemas import messages as m
 from schemas.artifact import decode_metadata
@@ -256,3 +257,22 @@ def test_sigterm_under_load_drains_and_loses_nothing(
 def _scored_offsets(bootstrap: str, scores_topic: str) -> set[tuple[int, int]]:
     inputs = (orjson.loads(r.value)["input"] for r in read_topic(bootstrap, scores_topic, idle=1.0))
     return {(i["partition"], i["offset"]) for i in inputs}
+
+
+def test_failed_dead_letter_write_is_never_committed(
+    kafka_bootstrap: str, model_path: Path, worker_factory
+) -> None:
+    """The dead-letter topic name is invalid, so every DLQ write fails: the offset must stay uncommitted."""
+    worker = worker_factory(model_path, partitions=1, dlq_topic="not a valid topic!", kafka_timeout=2)
+    worker.wait_ready()
+    topic = _topic_of(worker, "input_topic")
+    produce_raw(kafka_bootstrap, topic, [(b"s1", b"not json", m.beat_headers())])
+    assert worker.wait(timeout=180) == 1, worker.log()  # gives up after repeated failures: pod restarts
+    assert "could not be published" in worker.log()
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=_topic_of(worker, "group_id"), enable_auto_commit=False
+    )
+    try:
+        assert consumer.committed(TopicPartition(topic, 0), timeout_ms=10000) is None
+    finally:
+        consumer.close(autocommit=False, timeout_ms=2000)

@@ -30,6 +30,7 @@ from worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF = 1.0  # seconds before re-processing a rewound batch
+MAX_FAILED_BATCHES = 5  # in a row; then exit so the pod restarts with fresh clients
 
 
 class FatalError(EcgAnomalyError):
@@ -73,6 +74,7 @@ class Worker:
         self._next_reload = time.monotonic() + settings.reload_interval
         self._last_connected = time.monotonic()
         self._assignment: set[TopicPartition] = set()
+        self._failed_batches = 0
         self._processed: dict[TopicPartition, Any] = {}  # at-least-once: next offset per partition done
         metrics.set_model(model.version, model.sha256, model.threshold)
         health.model_loaded = True
@@ -184,8 +186,12 @@ class Worker:
         else:
             done = self._publish_then_commit(outputs.records, offsets)
         if not done:
+            self._failed_batches += 1
+            if self._failed_batches >= MAX_FAILED_BATCHES:
+                raise FatalError(f"{self._failed_batches} batches in a row could not be published")
             self._rewind(records)
             return
+        self._failed_batches = 0
         self._count(flat, batch, scores, outputs.anomaly)
         self._update_lag(offsets)
 

@@ -212,6 +212,7 @@ def main() -> None:
     parser.add_argument("--beats", type=int, default=200_000, help="beats per throughput run")
     parser.add_argument("--rate", type=float, default=2000.0, help="beats/s of the latency run")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
+    parser.add_argument("--only", choices=("ready", "binary", "json", "latency"), help="run one part")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "worker.json")
     args = parser.parse_args()
 
@@ -224,15 +225,17 @@ def main() -> None:
         model = args.model or build_small_artifact(logs / "model")
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         stack.callback(admin.close)
-        results = {
-            "cpu_count": os.cpu_count(),
-            "load_avg_at_start": os.getloadavg(),
-            "time_to_ready": time_to_ready(bootstrap, model, admin, 3, logs),
-            "binary": throughput(bootstrap, model, admin, beats, args.beats, True, logs),
-            "json": throughput(bootstrap, model, admin, beats, args.beats, False, logs),
-            "latency": latency(bootstrap, model, admin, beats, args.rate, args.seconds, logs),
-            "load_avg_at_end": os.getloadavg(),
+        parts = {
+            "time_to_ready": lambda: time_to_ready(bootstrap, model, admin, 3, logs),
+            "binary": lambda: throughput(bootstrap, model, admin, beats, args.beats, True, logs),
+            "json": lambda: throughput(bootstrap, model, admin, beats, args.beats, False, logs),
+            "latency": lambda: latency(bootstrap, model, admin, beats, args.rate, args.seconds, logs),
         }
+        results: dict[str, Any] = {"cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg()}
+        for name, run in parts.items():
+            if args.only in (None, name.replace("time_to_", "")):
+                results[name] = run()
+        results["load_avg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
