@@ -1,0 +1,1 @@
+"""The Kafka worker: decode, score with onnxruntime, publish, commit. Never imports TensorFlow."""
