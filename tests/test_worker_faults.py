@@ -197,6 +197,7 @@ def test_readyz_follows_the_broker(model_path: Path, tmp_path: Path) -> None:
             broker.stop()
             wait_for(lambda: worker.status("/readyz") == 503, 180, "/readyz to fail while the broker is down")
             assert worker.status("/healthz") == 200  # alive: the loop still turns
+            wait_for(lambda: worker.metrics()["ecg_worker_ready"] == 0, 180, "the ready gauge to drop")
             broker.start()
             wait_for(lambda: worker.status("/readyz") == 200, 180, "/readyz to recover with the broker")
             beats, _ = load_test_split()

@@ -68,9 +68,7 @@ def _handler(state: HealthState, metrics: WorkerMetrics) -> type[BaseHTTPRequest
             elif path == "/healthz":
                 self._send(200 if state.live() else 503, state.describe().encode())
             elif path == "/readyz":
-                ready = state.ready()
-                metrics.ready.set(1 if ready else 0)
-                self._send(200 if ready else 503, state.describe().encode())
+                self._send(200 if state.ready() else 503, state.describe().encode())
             else:
                 self._send(404, b"not found\n")
 

@@ -125,6 +125,7 @@ class Worker:
             )
         self.health.broker_connected = connected
         self.health.assigned = bool(assignment)
+        self.metrics.ready.set(1 if self.health.ready() else 0)
         if connected:
             self._last_connected = now
         elif now - self._last_connected > self.settings.broker_timeout:
