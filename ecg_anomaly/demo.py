@@ -63,6 +63,10 @@ def say(line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if min(args.rate, args.duration, args.interval, args.sources, args.partitions) <= 0:
+        raise EcgAnomalyError("--rate, --duration, --interval, --sources and --partitions must be positive")
+    if not 0.0 <= args.bad_rate <= 1.0:
+        raise EcgAnomalyError(f"--bad-rate must be between 0 and 1, got {args.bad_rate}")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
