@@ -62,3 +62,8 @@ def test_reason_codes_are_a_closed_documented_set() -> None:
         "unknown_content_type",
     }
     assert ":class:`DeadLetterReason`" in (m.__doc__ or "")
+
+
+def test_severity_names_match_the_event_schema() -> None:
+    assert m.anomaly_event_schema()["properties"]["severity"]["enum"] == list(m.SEVERITIES)
+    assert [name for _, name in m.SEVERITY_BOUNDS] + ["critical"] == list(m.SEVERITIES)

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import onnxruntime as ort
 import orjson
@@ -84,6 +85,8 @@ def test_scores_match_offline_and_events_are_exactly_the_anomalies(
     scores = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, _topic_of(worker, "scores_topic"))]
     events = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, _topic_of(worker, "anomaly_topic"))]
     assert len(scores) == 2000
+    for score in scores:
+        jsonschema.validate(score, m.score_schema(), format_checker=jsonschema.FormatChecker())
 
     # beat_id b<i> (JSON) or, for binary beats, the order per source key gives back the index
     by_index: dict[tuple[str, int], float] = {}
