@@ -90,6 +90,7 @@ def throughput(
         wait_for(consumed, 600, f"{count} {kind} beats", interval=0.2)
         assert worker.proc is not None
         rss, peak = _rss_mb(worker.proc.pid)
+        metrics = worker.metrics()
     finally:
         worker.stop()
     started = next(s for s in samples if s[1] > 0)
@@ -97,6 +98,7 @@ def throughput(
     return {
         "beats": count,
         "beats_per_s": round(rate),
+        "anomaly_share": round(metrics['ecg_beats_scored_total{outcome="anomaly"}'] / count, 3),
         "rss_mb": round(rss, 1),
         "peak_rss_mb": round(peak, 1),
     }
@@ -212,13 +214,18 @@ def main() -> None:
     parser.add_argument("--beats", type=int, default=200_000, help="beats per throughput run")
     parser.add_argument("--rate", type=float, default=2000.0, help="beats/s of the latency run")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
-    parser.add_argument("--only", choices=("ready", "binary", "json", "latency"), help="run one part")
+    parser.add_argument(
+        "--only",
+        choices=("ready", "binary", "json", "binary_normal_only", "json_normal_only", "latency"),
+        help="run one part",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "worker.json")
     args = parser.parse_args()
 
     from tests.support.artifact import build_small_artifact, load_test_split
 
-    beats, _ = load_test_split()
+    beats, labels = load_test_split()
+    normal = beats[labels == 0]  # few anomaly events to publish: the decode/consume ceiling
     logs = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
     with ExitStack() as stack:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or stack.enter_context(LocalBroker()).bootstrap
@@ -229,6 +236,8 @@ def main() -> None:
             "time_to_ready": lambda: time_to_ready(bootstrap, model, admin, 3, logs),
             "binary": lambda: throughput(bootstrap, model, admin, beats, args.beats, True, logs),
             "json": lambda: throughput(bootstrap, model, admin, beats, args.beats, False, logs),
+            "binary_normal_only": lambda: throughput(bootstrap, model, admin, normal, args.beats, True, logs),
+            "json_normal_only": lambda: throughput(bootstrap, model, admin, normal, args.beats, False, logs),
             "latency": lambda: latency(bootstrap, model, admin, beats, args.rate, args.seconds, logs),
         }
         results: dict[str, Any] = {"cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg()}
