@@ -8,14 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.artifact import (
-    INPUT_NAME,
-    SAMPLE_ERROR_OUTPUT,
-    SCORE_OUTPUT,
-    ArtifactError,
-    ArtifactMetadata,
-    decode_metadata,
-)
+from schemas.artifact import INPUT_NAME, SAMPLE_ERROR_OUTPUT, SCORE_OUTPUT, ArtifactError, ArtifactMetadata
 
 
 @dataclass
@@ -27,20 +20,16 @@ class ScoringModel:
 
     @classmethod
     def load(cls, model: Path | bytes) -> ScoringModel:
-        """From a path or serialised bytes; :class:`ArtifactError` if unreadable or the metadata is bad."""
-        import onnxruntime as ort
+        """From a path or serialised bytes; :class:`ArtifactError` if unreadable or invalid."""
+        from worker.model import open_artifact  # onnxruntime: imported only when a model is used
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
+        if isinstance(model, bytes):
+            return cls(*open_artifact(model, "model"))
         try:
-            source = model if isinstance(model, bytes) else str(model)
-            session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped exceptions
-            raise ArtifactError(
-                f"{model if isinstance(model, Path) else 'model'}: cannot load ({exc})"
-            ) from exc
-        metadata = decode_metadata(dict(session.get_modelmeta().custom_metadata_map))
-        return cls(session, metadata)
+            data = Path(model).read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"model file {model}: {exc.strerror or exc}") from exc
+        return cls(*open_artifact(data, f"model file {model}"))
 
     def score(self, beats: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """``(score [N], sample_error [N, L])`` for raw beats ``[N, L]``."""
