@@ -44,10 +44,10 @@ test: $(STAMP) tools
 	$(KAFKA) fetch
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
-## bench: worker throughput (JSON, binary), latency at 2,000 beats/s, memory, time to ready → bench-results/worker.json
+## bench: kernel, worker vs passthrough ceiling vs naive Keras, scale-out, latency, memory, ready → bench-results/bench.json (BENCH_ARGS=--quick)
 bench: $(STAMP)
 	$(KAFKA) fetch
-	$(BIN)/python -m tests.bench.worker_throughput $(BENCH_ARGS)
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
 ## lint: ruff check and format check
 lint: $(STAMP)

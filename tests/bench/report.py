@@ -1,0 +1,104 @@
+"""The benchmark's results as one Markdown table (printed by ``make bench``, pasted into the README)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _n(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def table(r: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str]] = []
+    if "kernel" in r:
+        for size, k in r["kernel"].items():
+            if size == "load_avg":
+                continue
+            rows.append(
+                (
+                    f"scoring kernel, batch {int(size):,} (beats/s)",
+                    f"onnxruntime {_n(k['onnxruntime'])}; Keras predict {_n(k['keras_predict'])}, "
+                    f"direct call {_n(k['keras_call'])}",
+                    f"{_ratio(k['onnxruntime'], k['keras_predict'])} predict, "
+                    f"{_ratio(k['onnxruntime'], k['keras_call'])} direct call",
+                )
+            )
+    for kind in ("json", "binary"):
+        w, p, nv = (r.get(f"{x}_{kind}") for x in ("worker", "passthrough", "naive"))
+        if w and p and nv:
+            rows.append(
+                (
+                    f"{kind} beats/s, one worker, {w['anomaly_share']:.0%} flagged",
+                    f"worker {_n(w['beats_per_s'])}; passthrough {_n(p['beats_per_s'])}; "
+                    f"naive Keras {_n(nv['beats_per_s'])}",
+                    f"{_ratio(w['beats_per_s'], p['beats_per_s'])} of the ceiling, "
+                    f"{_ratio(w['beats_per_s'], nv['beats_per_s'])} naive",
+                )
+            )
+        normal, p = r.get(f"worker_{kind}_normal_only"), r.get(f"passthrough_{kind}")
+        if normal and p:
+            rows.append(
+                (
+                    f"{kind} beats/s, one worker, normal beats ({normal['anomaly_share']:.0%} flagged)",
+                    f"worker {_n(normal['beats_per_s'])}",
+                    f"{_ratio(normal['beats_per_s'], p['beats_per_s'])} of the ceiling",
+                )
+            )
+        c, p = r.get(f"confluent_passthrough_{kind}"), r.get(f"passthrough_{kind}")
+        if c and p:
+            rows.append(
+                (
+                    f"{kind} passthrough ceiling, confluent-kafka (beats/s)",
+                    _n(c["beats_per_s"]),
+                    f"{_ratio(c['beats_per_s'], p['beats_per_s'])} kafka-python's",
+                )
+            )
+    one, two = r.get("scaleout_1"), r.get("scaleout_2")
+    if one and two:
+        rows.append(
+            (
+                "scale-out, binary, 4 partitions (beats/s)",
+                f"1 process {_n(one['beats_per_s'])}; 2 processes {_n(two['beats_per_s'])}",
+                f"{_ratio(two['beats_per_s'], one['beats_per_s'])}",
+            )
+        )
+    if lat := r.get("latency"):
+        rows.append(
+            (
+                f"latency at {_n(lat['rate'])} JSON beats/s, {lat['sources']:,} sources (ms)",
+                f"producer → event arrival p50 {lat['p50_ms']}, p95 {lat['p95_ms']}, p99 {lat['p99_ms']}",
+                f"worker histogram p50 {lat['worker_histogram_p50_ms']}, p95 "
+                f"{lat['worker_histogram_p95_ms']}, p99 {lat['worker_histogram_p99_ms']}",
+            )
+        )
+    runs = [v for k, v in r.items() if k.startswith("worker_")]
+    if runs:
+        rows.append(
+            (
+                "worker resident memory (MB)",
+                f"{min(x['rss_mb'] for x in runs)}-{max(x['rss_mb'] for x in runs)} at the end of a drain",
+                f"peak {max(x['peak_rss_mb'] for x in runs)} (VmHWM)",
+            )
+        )
+    if ready := r.get("time_to_ready"):
+        rows.append(
+            (
+                "time to ready (s)",
+                f"median {ready['median_s']}, max {ready['max_s']}",
+                f"{ready['runs']} starts",
+            )
+        )
+    loads = [v["load_avg"][0] for v in r.values() if isinstance(v, dict) and "load_avg" in v]
+    head = [
+        f"load average (1 min) during the parts: {min(loads, default=0):.1f}-{max(loads, default=0):.1f}; "
+        f"{r['cpu_count']} CPUs; {r['beats']:,} beats per feed; model {r['model']}",
+        "",
+        "| measure | result | ratio / notes |",
+        "| --- | --- | --- |",
+    ]
+    return "\n".join(head + [f"| {a} | {b} | {c} |" for a, b, c in rows])

@@ -1,0 +1,158 @@
+"""``make bench``: the whole worker benchmark in one run, printed as a table and written as JSON.
+
+Run: ``.venv/bin/python -m tests.bench.run`` (``--quick`` for a short run, ``--only`` for some parts).
+Starts its own local broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is set. The
+model is ``artifacts/model.onnx`` (the default preset, as ``make demo`` trains
+it) if present, else ``--model``, else the tutorial preset trained once into
+``bench-results/model/``. A benchmark, not a test: figures depend on the
+machine and on whatever else runs on it, so the load average is recorded
+with every part and ratios are only taken within one run.
+
+Parts: ``kernel`` (onnxruntime vs Keras), ``throughput`` (worker vs the
+kafka-python passthrough ceiling vs a naive Keras worker, JSON and binary, plus
+normal-beats-only feeds), ``confluent`` (the passthrough ceiling with
+confluent-kafka, if installed), ``scaleout`` (1 vs 2 worker processes, 4
+partitions), ``latency`` (2,000 beats/s from 1,000 sources), ``ready`` (time to
+ready; memory comes from the throughput runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from kafka.admin import KafkaAdminClient
+
+from tests.bench import worker_throughput as wt
+from tests.bench.common import Feed, create_topics, fill, run_module, unique
+from tests.bench.report import table
+from tests.support.broker import REPO, LocalBroker
+
+PARTS = ("kernel", "throughput", "confluent", "scaleout", "latency", "ready")
+
+
+def _model(arg: Path | None) -> Path:
+    if arg is not None:
+        return arg
+    for candidate in (REPO / "artifacts" / "model.onnx", REPO / "bench-results" / "model" / "model.onnx"):
+        if candidate.exists() and candidate.with_name("model.keras").exists():
+            return candidate
+    out = REPO / "bench-results" / "model"
+    print(f"training the tutorial preset into {out} (once) ...", flush=True)
+    cli = str(Path(sys.executable).with_name("ecg-anomaly"))
+    subprocess.run(
+        [cli, "train", "--preset", "tutorial", "--quiet", "--out-dir", str(out), "--no-report"],
+        check=True,
+        cwd=REPO,
+    )
+    return out / "model.onnx"
+
+
+def _passthrough(bootstrap: str, admin: KafkaAdminClient, feed: Feed, client: str) -> dict[str, Any]:
+    out = unique("bench-pass-out")
+    create_topics(admin, out)
+    args = ["--client", client, "--bootstrap", bootstrap, "--topic", feed.topic, "--out-topic", out]
+    return run_module(
+        "tests.bench.passthrough", *args, "--group", unique("bench-pass"), "--count", str(feed.beats)
+    )
+
+
+def _naive(
+    bootstrap: str, admin: KafkaAdminClient, model: Path, feed: Feed, seconds: float
+) -> dict[str, Any]:
+    out = unique("bench-naive-out")
+    create_topics(admin, out)
+    args = ["worker", "--model", str(model), "--bootstrap", bootstrap, "--topic", feed.topic]
+    args += ["--out-topic", out, "--group", unique("bench-naive"), "--seconds", str(seconds)]
+    return run_module("tests.bench.naive", *args, *(["--binary"] if feed.binary else []))
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="model.onnx with model.keras beside it")
+    parser.add_argument("--beats", type=int, default=200_000, help="beats per pre-filled feed")
+    parser.add_argument("--rate", type=float, default=2000.0, help="beats/s of the latency run")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
+    parser.add_argument("--sources", type=int, default=1000, help="sources of the latency run")
+    parser.add_argument("--naive-seconds", type=float, default=15.0, help="length of each naive-worker run")
+    parser.add_argument("--quick", action="store_true", help="40,000 beats, 10 s latency, 5 s naive runs")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="run some parts")
+    parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "bench.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.beats, args.seconds, args.naive_seconds = 40_000, 10.0, 5.0
+
+    from tests.support.artifact import load_test_split
+
+    beats, labels = load_test_split()
+    model = _model(args.model)
+    logs = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
+    results: dict[str, Any] = {"model": str(model), "cpu_count": os.cpu_count(), "beats": args.beats}
+    results["load_avg_at_start"] = _load()
+    with ExitStack() as stack:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or stack.enter_context(LocalBroker()).bootstrap
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        stack.callback(admin.close)
+
+        def part(name: str, run: Any, *run_args: Any) -> None:
+            print(f"... {name} (load average {_load()[0]})", flush=True)
+            started = time.monotonic()
+            result = run(*run_args)
+            results[name] = {**result, "seconds": round(time.monotonic() - started, 1), "load_avg": _load()}
+
+        if "kernel" in args.only:
+            part("kernel", run_module, "tests.bench.naive", "kernel", "--model", str(model))
+        feeds: dict[str, Feed] = {}
+        if {"throughput", "confluent", "scaleout"} & set(args.only):
+            for kind, binary in (("json", False), ("binary", True)):
+                feeds[kind] = fill(bootstrap, admin, beats, args.beats, binary, sources=50)
+                if "throughput" in args.only:
+                    normal = beats[labels == 0]
+                    feeds[f"{kind}_normal_only"] = fill(bootstrap, admin, normal, args.beats, binary, 50)
+        if "throughput" in args.only:
+            for kind in ("json", "binary"):
+                part(f"passthrough_{kind}", _passthrough, bootstrap, admin, feeds[kind], "kafka-python")
+                part(f"worker_{kind}", wt.throughput, bootstrap, model, admin, feeds[kind], logs)
+                part(f"naive_{kind}", _naive, bootstrap, admin, model, feeds[kind], args.naive_seconds)
+            for kind in ("json_normal_only", "binary_normal_only"):
+                part(f"worker_{kind}", wt.throughput, bootstrap, model, admin, feeds[kind], logs)
+        if "confluent" in args.only and importlib.util.find_spec("confluent_kafka") is not None:
+            for kind in ("json", "binary"):
+                part(
+                    f"confluent_passthrough_{kind}",
+                    _passthrough,
+                    bootstrap,
+                    admin,
+                    feeds[kind],
+                    "confluent-kafka",
+                )
+        if "scaleout" in args.only:
+            for n in (1, 2):
+                part(f"scaleout_{n}", wt.throughput, bootstrap, model, admin, feeds["binary"], logs, n)
+        if "latency" in args.only:
+            lat = (args.rate, args.seconds, args.sources, logs)
+            part("latency", wt.latency, bootstrap, model, admin, beats, *lat)
+        if "ready" in args.only:
+            part("time_to_ready", wt.time_to_ready, bootstrap, model, admin, 3, logs)
+    results["load_avg_at_end"] = _load()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(table(results))
+    print(f"\nJSON: {args.out}   worker logs: {logs}")
+
+
+if __name__ == "__main__":
+    main()
