@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: install tools demo test bench worker-requirements lint format kafka-up kafka-down kafka-status clean
+.PHONY: install tools demo test chaos bench worker-requirements lint format kafka-up kafka-down kafka-status clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -42,7 +42,12 @@ demo: $(STAMP)
 ## test: everything from a fresh clone (venv, broker jars, tools), then the whole suite
 test: $(STAMP) tools
 	$(KAFKA) fetch
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow and not chaos" $(PYTEST_ARGS)
+
+## chaos: the full fault-injection suite (issue 7), one verdict line per scenario; about an hour
+chaos: $(STAMP) tools
+	$(KAFKA) fetch
+	$(BIN)/pytest -m chaos -s $(PYTEST_ARGS)
 
 ## bench: kernel, worker vs passthrough ceiling vs naive Keras, scale-out, latency, memory, ready → bench-results/bench.json (BENCH_ARGS=--quick)
 bench: $(STAMP)

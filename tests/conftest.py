@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -64,3 +65,11 @@ def topic_factory(kafka_admin: KafkaAdminClient) -> Callable[..., str]:
 def group_factory() -> Callable[..., str]:
     """A unique consumer-group (or transactional) id per call."""
     return lambda prefix="g": _unique(prefix)
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small trained artifact (built once per process, copied per session)."""
+    from tests.support.artifact import build_small_artifact
+
+    return build_small_artifact(tmp_path_factory.mktemp("model"))

@@ -48,6 +48,7 @@ class LocalBroker(AbstractContextManager["LocalBroker"]):
 
     def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
         self.port = port or free_port()
+        self.controller_port = free_port()  # fixed: a restart after kill() must find the same quorum
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"ecg-kafka-{self.port}-"))
         self.bootstrap = f"127.0.0.1:{self.port}"
@@ -56,7 +57,7 @@ class LocalBroker(AbstractContextManager["LocalBroker"]):
         env = dict(os.environ)
         env.update(
             KAFKA_PORT=str(self.port),
-            KAFKA_CONTROLLER_PORT=str(free_port()),
+            KAFKA_CONTROLLER_PORT=str(self.controller_port),
             KAFKA_DATA_DIR=str(self.data_dir),
             KAFKA_SOURCE=env.get("KAFKA_SOURCE", "auto"),
         )
