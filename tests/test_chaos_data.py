@@ -1,0 +1,234 @@
+"""Chaos scenarios about data and outputs: poison records (7), failing output writes (8), a corrupt model (9).
+
+All full-length only (marked ``chaos``); each prints one verdict line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from kafka import KafkaProducer
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+from schemas import messages as m
+from tests.support.artifact import load_test_split
+from tests.support.chaos import ChaosRun
+from tests.support.chaos_checker import committed_offsets
+from tests.support.worker import wait_for
+
+pytestmark = [pytest.mark.kafka, pytest.mark.chaos]
+
+J, B = m.beat_headers(m.JSON_CONTENT_TYPE), m.beat_headers(m.BINARY_CONTENT_TYPE)
+N = m.BEAT_LENGTH
+GOOD = [0.1] * N
+
+
+def _j(obj: object) -> bytes:
+    return orjson.dumps(obj)
+
+
+def _f32(*patch: tuple[int, float]) -> bytes:
+    beat = np.zeros(N, dtype="<f4")
+    for i, v in patch:
+        beat[i] = v
+    return beat.tobytes()
+
+
+# (expected dead-letter reason, key, value, headers): 40 kinds of malformed record
+POISON: list[tuple[str, bytes | None, bytes | None, list]] = [
+    ("empty_value", b"s", None, J),
+    ("empty_value", b"s", b"", J),
+    ("oversized", b"s", b" " * 70_000 + _j({"source_id": "s", "values": GOOD}), J),
+    ("unknown_content_type", b"s", _j({"source_id": "s", "values": GOOD}), [("content-type", b"text/csv")]),
+    ("unknown_content_type", b"s", b"<beat/>", [("content-type", b"application/xml")]),
+    ("undecodable_bytes", b"s", b'{"source_id": "\xff\xfe"}', J),
+    ("undecodable_bytes", b"s", b"\xc3\x28\xa0\xa1", J),
+    ("undecodable_bytes", b"\xff\xfe", _f32(), B),
+    ("invalid_json", b"s", b'{"source_id": "s", "values": [1, 2', J),
+    ("invalid_json", b"s", b"not json", J),
+    ("invalid_json", b"s", b"{'source_id': 's'}", J),
+    ("invalid_json", b"s", b'{"source_id": "s", "values": [NaN' + b", 0" * (N - 1) + b"]}", J),
+    ("invalid_json", b"s", b'{"source_id": "s", "values": [0' + b", 0" * (N - 1) + b",]}", J),
+    ("wrong_type", b"s", b"[1, 2, 3]", J),
+    ("wrong_type", b"s", b'"a string"', J),
+    ("wrong_type", b"s", b"42", J),
+    ("wrong_type", b"s", b"null", J),
+    ("missing_field", b"s", _j({"values": GOOD}), J),
+    ("missing_field", b"s", _j({"source_id": "s"}), J),
+    ("missing_field", b"s", _j({"source_id": "s", "values": None}), J),
+    ("wrong_type", b"s", _j({"source_id": 7, "values": GOOD}), J),
+    ("wrong_type", b"s", _j({"source_id": "", "values": GOOD}), J),
+    ("wrong_type", b"s", _j({"source_id": "s", "values": "0.1,0.2"}), J),
+    ("wrong_type", b"s", _j({"source_id": "s", "values": {"0": 0.1}}), J),
+    ("wrong_type", b"s", _j({"source_id": "s", "values": ["0.1"] * N}), J),
+    ("wrong_type", b"s", _j({"source_id": "s", "values": [[0.1]] * N}), J),
+    ("wrong_type", b"s", _j({"source_id": "s", "values": [None] * N}), J),
+    ("wrong_type", b"s", _j({"source_id": "s", "values": [True] * N}), J),
+    ("wrong_type", b"s", _j({"source_id": "s", "values": GOOD, "beat_id": 5}), J),
+    ("wrong_type", b"s", _j({"source_id": "s", "values": GOOD, "label": "maybe"}), J),
+    ("wrong_type", b"s", _j({"source_id": "s", "values": GOOD, "beat_time": "yesterday"}), J),
+    ("wrong_type", b"s", _j({"source_id": "s", "values": GOOD, "beat_time": "2026-01-01T00:00:00"}), J),
+    ("wrong_length", b"s", _j({"source_id": "s", "values": GOOD[:-1]}), J),
+    ("wrong_length", b"s", _j({"source_id": "s", "values": [*GOOD, 0.1]}), J),
+    ("wrong_length", b"s", _j({"source_id": "s", "values": []}), J),
+    ("wrong_length", b"s", _f32()[:-4], B),
+    ("wrong_length", b"s", _f32() + b"\0\0\0\0", B),
+    ("non_finite", b"s", b'{"source_id": "s", "values": [1e39' + b", 0" * (N - 1) + b"]}", J),
+    ("non_finite", b"s", _f32((3, float("nan"))), B),
+    ("non_finite", b"s", _f32((0, float("inf"))), B),
+    ("missing_key", None, _f32(), B),
+    ("missing_key", b"", _f32(), B),
+]
+
+
+def _poison_feed(bootstrap: str, topic: str, total: int, rate: float) -> dict[tuple[int, int], str]:
+    """``total`` records, every 100th a poison one (cycling through the kinds); returns offset → reason."""
+    beats, _ = load_test_split()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024)
+    pending: list[tuple[object, str]] = []
+    start = time.monotonic()
+    for i in range(total):
+        if i % 100 == 99:
+            reason, key, value, headers = POISON[(i // 100) % len(POISON)]
+            pending.append((producer.send(topic, key=key, value=value, headers=headers), reason))
+        else:
+            source = f"source-{i % 11}"
+            value = m.encode_beat_json(source, beats[i % len(beats)], beat_id=f"b{i}")
+            producer.send(topic, key=source.encode(), value=value, headers=J)
+        if i % 50 == 49 and (ahead := (i + 1) / rate - (time.monotonic() - start)) > 0:
+            time.sleep(ahead)
+    producer.flush(120)
+    producer.close()
+    expected = {}
+    for future, reason in pending:
+        meta = future.get(timeout=60)  # type: ignore[attr-defined]
+        expected[(meta.partition, meta.offset)] = reason
+    return expected
+
+
+@pytest.mark.timeout(900)
+def test_chaos_7_poison_corpus(kafka_bootstrap: str, small_model: Path, tmp_path: Path) -> None:
+    total = 12_000
+    run = ChaosRun(kafka_bootstrap, small_model, tmp_path, "exactly-once")
+    sup = run.supervise()
+    try:
+        sup.current.wait_ready()
+        run.total = total
+        expected = _poison_feed(kafka_bootstrap, run.topics["input"], total, 1000.0)
+        run.wait_lag_zero(240)
+    finally:
+        exits = run.stop_all()
+    verdict = run.verdict()
+    wrong = {
+        key: (reason, copies[0].reason or copies[0].kind)
+        for key, reason in expected.items()
+        if (copies := verdict.outcomes.get(key)) and copies[0].reason != reason
+    }
+    bad_scored = verdict.dead_lettered - len(expected)  # good records dead-lettered (if positive)
+    passed = verdict.passed(True) and not wrong and bad_scored == 0 and sup.restarts == 0 and exits == [0]
+    run.report(
+        f"7 poison corpus {len(POISON)} kinds 1/100",
+        verdict,
+        passed,
+        poison=len(expected),
+        wrong_reason=len(wrong),
+        restarts=sup.restarts,
+    )
+    assert not wrong, sorted(wrong.items())[:10]
+    assert verdict.missing == [] and verdict.duplicates == 0 and bad_scored == 0
+    assert sup.restarts == 0 and exits == [0]
+
+
+def _set_max_message_bytes(bootstrap: str, topic: str, value: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="chaos-admin")
+    try:
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": value})]
+        )
+    finally:
+        admin.close()
+
+
+@pytest.mark.timeout(900)
+def test_chaos_8_output_writes_fail(kafka_bootstrap: str, small_model: Path, tmp_path: Path) -> None:
+    """Scores over the topic's size limit for 60 s: nothing is committed meanwhile; it recovers after."""
+    run = ChaosRun(kafka_bootstrap, small_model, tmp_path, "at-least-once", kafka_timeout=5)
+    sup = run.supervise()
+    advanced = 0
+    try:
+        sup.current.wait_ready()
+        run.start_feed(20_000, 200.0)
+        time.sleep(15)
+        _set_max_message_bytes(kafka_bootstrap, run.topics["scores_topic"], "100")
+        time.sleep(10)  # batches in flight when the limit dropped may still commit
+        before, _ = committed_offsets(kafka_bootstrap, run.group, run.topics["input"])
+        time.sleep(50)
+        after, _ = committed_offsets(kafka_bootstrap, run.group, run.topics["input"])
+        advanced = sum(after[p] - before[p] for p in before)
+        _set_max_message_bytes(kafka_bootstrap, run.topics["scores_topic"], "1048588")
+        run.wait_feed()
+        recovered = run.wait_lag_zero(240)
+    finally:
+        exits = run.stop_all()
+    verdict = run.verdict()
+    passed = verdict.passed(False) and advanced == 0 and verdict.inputs == 20_000 and exits == [0]
+    run.report(
+        "8 score writes over max.message.bytes for 60s",
+        verdict,
+        passed,
+        committed_while_failing=advanced,
+        restarts=sup.restarts,
+        exit_codes=",".join(map(str, sup.exit_codes)) or "-",
+        lag_zero_after_feed=recovered,
+    )
+    assert advanced == 0
+    assert verdict.missing == [] and verdict.differing == 0
+    assert verdict.inputs == 20_000 and exits == [0]
+
+
+@pytest.mark.timeout(900)
+def test_chaos_9_corrupt_model_reload(kafka_bootstrap: str, small_model: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(small_model.read_bytes())
+    run = ChaosRun(kafka_bootstrap, model, tmp_path, "exactly-once", reload_interval=1)
+    sup = run.supervise()
+    try:
+        worker = sup.current
+        worker.wait_ready()
+        version_before = [k for k in worker.metrics() if k.startswith("ecg_model_info{")]
+        run.start_feed(10_000, 500.0)
+        wait_for(lambda: worker.metrics()["ecg_beats_consumed_total"] > 1000, 120, "scoring to start")
+        corrupt = tmp_path / "model.onnx.new"
+        corrupt.write_bytes(os.urandom(4096))
+        os.replace(corrupt, model)  # how a deployment swaps the file: an atomic rename
+        wait_for(
+            lambda: worker.metrics().get('ecg_processing_errors_total{stage="model_reload"}', 0) >= 1,
+            60,
+            "the reload error to be counted",
+        )
+        consumed = worker.metrics()["ecg_beats_consumed_total"]
+        wait_for(lambda: worker.metrics()["ecg_beats_consumed_total"] > consumed, 60, "scoring to go on")
+        run.wait_feed()
+        run.wait_lag_zero(240)
+        metrics = worker.metrics()
+        reload_errors = metrics['ecg_processing_errors_total{stage="model_reload"}']
+        same_model = [k for k in metrics if k.startswith("ecg_model_info{")] == version_before
+    finally:
+        exits = run.stop_all()
+    verdict = run.verdict()
+    passed = verdict.passed(True) and same_model and sup.restarts == 0 and exits == [0]
+    run.report(
+        "9 corrupt model on hot reload",
+        verdict,
+        passed,
+        reload_errors=int(reload_errors),
+        kept_old_model=same_model,
+        restarts=sup.restarts,
+    )
+    assert verdict.missing == [] and verdict.duplicates == 0
+    assert same_model and reload_errors >= 1 and sup.restarts == 0 and exits == [0]
