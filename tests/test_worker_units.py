@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from kafka import TopicPartition
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from schemas import messages as m
 from tests.support.broker import REPO
 from worker.decode import BeatDecoder
 from worker.events import OutputBuilder
-from worker.kafka_io import security_config
+from worker.kafka_io import AssignmentTracker, security_config
 from worker.metrics import WorkerMetrics, observe_many
 from worker.model import Scores
 from worker.options import OPTIONS, SECRETS
@@ -222,3 +223,19 @@ def test_readme_documents_every_option_and_reason() -> None:
         assert f"`{env}`" in section
     for reason in m.DEAD_LETTER_REASONS:
         assert f"| `{reason}` |" in section
+
+
+def test_assignment_tracker_marks_a_rebalance_until_it_completes() -> None:
+    """Readiness and the stuck-rebalance exit rely on this (kafka-python's own assignment() lags)."""
+    tracker = AssignmentTracker()
+    tracker.on_partitions_revoked(set())  # kafka-python revokes (nothing) before the first join
+    assert tracker.rebalancing_since is not None
+    tracker.on_partitions_assigned({TopicPartition("t", 0), TopicPartition("t", 1)})
+    assert tracker.rebalancing_since is None and len(tracker.assigned) == 2
+    tracker.on_partitions_revoked({TopicPartition("t", 0), TopicPartition("t", 1)})
+    started = tracker.rebalancing_since
+    assert started is not None and tracker.assigned == set()
+    tracker.on_partitions_lost(set())  # a later revoke keeps the first start time
+    assert tracker.rebalancing_since == started
+    tracker.on_partitions_assigned(set())  # a standby member: the rebalance is over, nothing owned
+    assert tracker.rebalancing_since is None and tracker.assigned == set()

@@ -58,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(settings: WorkerSettings, started: float) -> int:
+    # A SIGTERM during start-up (a pod deleted while it starts) is remembered and honoured once
+    # the loop exists: exit 0 as for any stop, not killed by Python's default handler.
+    early_stop: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda s, _f: early_stop.append(s))
     model = load_model(settings.model, settings.model_sha256, settings.threshold, settings.inference_threads)
     log.info(
         "model loaded",
@@ -86,8 +91,10 @@ def _serve(settings: WorkerSettings, started: float) -> int:
         cleanup.callback(
             _close, "consumer", lambda: consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT * 1000))
         )
-        worker = Worker(settings, model, consumer, producer, metrics, health, watchdog)
+        worker = Worker(settings, model, consumer, producer, metrics, health, watchdog, tracker)
         _install_signal_handlers(worker)
+        if early_stop:
+            worker.stop()
         log.info("worker started", extra={"startup_seconds": round(time.monotonic() - started, 3)})
         try:
             worker.run()

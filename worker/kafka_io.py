@@ -51,21 +51,33 @@ def security_config(settings: WorkerSettings) -> dict[str, Any]:
 
 
 class AssignmentTracker(ConsumerRebalanceListener):
-    """Records assignment changes. Runs on the client's IO thread, so it only sets state."""
+    """Records assignment changes. Runs on the client's IO thread, so it only sets state.
+
+    ``rebalancing_since`` is set when a rebalance starts (kafka-python calls
+    ``on_partitions_revoked`` before every JoinGroup, with an empty set on the
+    first) and cleared when it completes (``on_partitions_assigned``, even with
+    an empty assignment). kafka-python keeps reporting the revoked partitions
+    from ``consumer.assignment()`` until the join completes, so that call cannot
+    tell a member stuck in a rebalance from one that owns partitions.
+    """
 
     def __init__(self) -> None:
         self.assigned: set[TopicPartition] = set()
         self.generation = 0  # bumps on every change, so the loop can notice one
+        self.rebalancing_since: float | None = None  # time.monotonic() of the last revoke, until assigned
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self.assigned -= set(revoked)
         self.generation += 1
+        if self.rebalancing_since is None:
+            self.rebalancing_since = time.monotonic()
         if revoked:
             log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in revoked)})
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.assigned |= set(assigned)
         self.generation += 1
+        self.rebalancing_since = None
         if assigned:
             log.info("partitions assigned", extra={"partitions": sorted(p.partition for p in assigned)})
 

@@ -22,7 +22,7 @@ from schemas.artifact import ArtifactError
 from worker.decode import BeatDecoder, DecodedBatch
 from worker.events import OutputBuilder
 from worker.health import HealthState
-from worker.kafka_io import Watchdog, broker_connected, next_offsets, send_all
+from worker.kafka_io import AssignmentTracker, Watchdog, broker_connected, next_offsets, send_all
 from worker.metrics import WorkerMetrics, observe_many
 from worker.model import Model, ModelReloader, Scores
 from worker.settings import WorkerSettings
@@ -51,6 +51,7 @@ class Worker:
         metrics: WorkerMetrics,
         health: HealthState,
         watchdog: Watchdog,
+        tracker: AssignmentTracker,
     ) -> None:
         self.settings = settings
         self.model = model
@@ -59,6 +60,7 @@ class Worker:
         self.metrics = metrics
         self.health = health
         self.watchdog = watchdog
+        self.tracker = tracker
         self.decoder = BeatDecoder(model.metadata.input_length, settings.max_batch, settings.max_record_bytes)
         self.outputs = OutputBuilder(
             settings.anomaly_topic,
@@ -114,7 +116,8 @@ class Worker:
     def _watch_connection(self) -> None:
         now = time.monotonic()
         connected = broker_connected(self.consumer)
-        assignment = self.consumer.assignment()
+        assignment = set(self.tracker.assigned)  # not consumer.assignment(): stale during a rebalance
+        rebalancing = self.tracker.rebalancing_since
         if assignment != self._assignment:
             self._assignment = set(assignment)
             self.metrics.set_partitions(tp.partition for tp in assignment)
@@ -124,13 +127,20 @@ class Worker:
                 "broker reachable" if connected else "broker unreachable",
             )
         self.health.broker_connected = connected
-        self.health.assigned = bool(assignment)
+        self.health.assigned = bool(assignment) and rebalancing is None
         self.metrics.ready.set(1 if self.health.ready() else 0)
         if connected:
             self._last_connected = now
         elif now - self._last_connected > self.settings.broker_timeout:
             raise FatalError(
                 f"broker unreachable for more than --broker-timeout={self.settings.broker_timeout} s"
+            )
+        if rebalancing is not None and now - rebalancing > self.settings.broker_timeout:
+            # Seen with kafka-python 3.0.12 after partitions were added: a member revoked its
+            # partitions, never completed the join, and the group went on without it. A fresh
+            # consumer (the pod's restart) joins at once.
+            raise FatalError(
+                f"group rebalance not completed within --broker-timeout={self.settings.broker_timeout} s"
             )
 
     def _maybe_reload(self) -> None:
