@@ -47,7 +47,7 @@ def test_chaos_4_broker_paused(
     run = ChaosRun(own_broker.bootstrap, small_model, tmp_path, "exactly-once")
     sup = run.supervise()
     try:
-        sup.current.wait_ready()
+        sup.wait_ready()
         run.start_feed(total, rate)
         for seconds in pauses:
             time.sleep(5)
@@ -85,7 +85,7 @@ def test_chaos_3_broker_killed(own_broker: LocalBroker, small_model: Path, tmp_p
     sup = run.supervise()
     readiness_dropped = 0
     try:
-        sup.current.wait_ready()
+        sup.wait_ready()
         run.start_feed(30_000, 150.0)
         for _ in range(KILLS):
             time.sleep(5)

@@ -117,7 +117,7 @@ def test_chaos_7_poison_corpus(kafka_bootstrap: str, small_model: Path, tmp_path
     run = ChaosRun(kafka_bootstrap, small_model, tmp_path, "exactly-once")
     sup = run.supervise()
     try:
-        sup.current.wait_ready()
+        sup.wait_ready()
         run.total = total
         expected = _poison_feed(kafka_bootstrap, run.topics["input"], total, 1000.0)
         run.wait_lag_zero(240)
@@ -161,7 +161,7 @@ def test_chaos_8_output_writes_fail(kafka_bootstrap: str, small_model: Path, tmp
     sup = run.supervise()
     advanced = 0
     try:
-        sup.current.wait_ready()
+        sup.wait_ready()
         run.start_feed(20_000, 200.0)
         time.sleep(15)
         _set_max_message_bytes(kafka_bootstrap, run.topics["scores_topic"], "100")

@@ -29,8 +29,8 @@ def test_chaos_2_zombie(kafka_bootstrap: str, small_model: Path, tmp_path: Path)
     run = ChaosRun(kafka_bootstrap, small_model, tmp_path, "exactly-once")
     a, b = run.supervise("a"), run.supervise("b")
     try:
-        a.current.wait_ready()
-        b.current.wait_ready()
+        a.wait_ready()
+        b.wait_ready()
         run.start_feed(20_000, 500.0)
         wait_for(lambda: _owns(b) and _owns(a), 120, "both workers to own partitions")
         time.sleep(5)
@@ -88,7 +88,7 @@ def test_chaos_6_group_churn(kafka_bootstrap: str, small_model: Path, tmp_path: 
     watch = LagWatch(kafka_bootstrap, run.group, run.topics["input"])
     try:
         for sup in live:
-            sup.current.wait_ready()
+            sup.wait_ready()
         run.start_feed(total, CHURN_RATE)
         end = time.monotonic() + CHURN_SECONDS
         while time.monotonic() < end:

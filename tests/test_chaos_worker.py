@@ -61,7 +61,7 @@ def test_chaos_1_sigkill(kafka_bootstrap: str, small_model: Path, tmp_path: Path
     sup = run.supervise()
     rng = random.Random()
     try:
-        sup.current.wait_ready()
+        sup.wait_ready()
         run.start_feed(total, rate)
         for _ in range(kills):
             _busy(run)
@@ -69,7 +69,7 @@ def test_chaos_1_sigkill(kafka_bootstrap: str, small_model: Path, tmp_path: Path
             victim = sup.kill(signal.SIGKILL)
             wait_for(lambda v=victim: sup.current is not v, 60, "the supervisor to restart the worker")
         last_restart = time.monotonic()
-        sup.current.wait_ready()
+        sup.wait_ready()
         run.wait_feed()
         run.wait_lag_zero(LAG_BOUND + max(0.0, time.monotonic() - last_restart))
         lag_zero_after = time.monotonic() - last_restart
@@ -101,7 +101,7 @@ def test_chaos_5_sigterm(kafka_bootstrap: str, small_model: Path, tmp_path: Path
     sup = run.supervise()
     stop_seconds: list[float] = []
     try:
-        sup.current.wait_ready()
+        sup.wait_ready()
         run.start_feed(total, rate)
         for _ in range(terms):
             _busy(run)
@@ -111,7 +111,7 @@ def test_chaos_5_sigterm(kafka_bootstrap: str, small_model: Path, tmp_path: Path
             victim.proc.wait(60)
             stop_seconds.append(time.monotonic() - sent)
             wait_for(lambda v=victim: sup.current is not v, 60, "the supervisor to restart the worker")
-        sup.current.wait_ready()
+        sup.wait_ready()
         run.wait_feed()
         run.wait_lag_zero(LAG_BOUND + 120)
     finally:

@@ -51,6 +51,15 @@ class Supervisor:
             worker.signal(signum)
         return worker
 
+    def wait_ready(self, timeout: float = 300.0) -> float:
+        """Seconds until the current incarnation (whichever it is by then) answers /readyz with 200."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.current.status("/readyz") == 200:
+                return time.monotonic() - start
+            time.sleep(0.1)
+        raise AssertionError(f"no ready worker after {timeout} s:\n{self.current.log()}")
+
     def stop(self) -> int:
         """Stop supervising, SIGTERM the current worker and return its exit code."""
         self._stopped.set()
