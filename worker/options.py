@@ -149,8 +149,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "linger_ms",
         "ECG_LINGER_MS",
-        2,
-        "producer linger (ms)",
+        100,
+        "producer linger (ms); every batch's outputs are flushed when it is published, so this only "
+        "packs one batch's outputs into fewer requests and never delays them past the batch",
         int,
         check=_non_negative,
         check_text="zero or more",
