@@ -13,8 +13,12 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
 
 
-def table(r: dict[str, Any]) -> str:
-    rows: list[tuple[str, str, str]] = []
+def table(results: dict[str, Any]) -> str:
+    r = {k: v for k, v in results.items() if not (isinstance(v, dict) and "error" in v)}
+    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
+    rows: list[tuple[str, str, str]] = [
+        (f"{name}: FAILED", results[name]["error"][:200], "") for name in failed
+    ]
     if "kernel" in r:
         for size, k in r["kernel"].items():
             if size == "load_avg":
@@ -96,7 +100,8 @@ def table(r: dict[str, Any]) -> str:
     loads = [v["load_avg"][0] for v in r.values() if isinstance(v, dict) and "load_avg" in v]
     head = [
         f"load average (1 min) during the parts: {min(loads, default=0):.1f}-{max(loads, default=0):.1f}; "
-        f"{r['cpu_count']} CPUs; {r['beats']:,} beats per feed; model {r['model']}",
+        f"{r['cpu_count']} CPUs; {r['beats']:,} beats per feed; model {r['model']}; "
+        f"every part's load average and duration are in the JSON",
         "",
         "| measure | result | ratio / notes |",
         "| --- | --- | --- |",

@@ -110,8 +110,14 @@ def main() -> None:
         def part(name: str, run: Any, *run_args: Any) -> None:
             print(f"... {name} (load average {_load()[0]})", flush=True)
             started = time.monotonic()
-            result = run(*run_args)
+            try:
+                result = run(*run_args)
+            except Exception as exc:  # one failed part must not cost the others' figures
+                result = {"error": repr(exc)[-2000:]}
+                print(f"    {name} failed: {exc!r}", flush=True)
             results[name] = {**result, "seconds": round(time.monotonic() - started, 1), "load_avg": _load()}
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2))
 
         if "kernel" in args.only:
             part("kernel", run_module, "tests.bench.naive", "kernel", "--model", str(model))
@@ -148,7 +154,6 @@ def main() -> None:
         if "ready" in args.only:
             part("time_to_ready", wt.time_to_ready, bootstrap, model, admin, 3, logs)
     results["load_avg_at_end"] = _load()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(table(results))
     print(f"\nJSON: {args.out}   worker logs: {logs}")

@@ -22,6 +22,7 @@ from schemas import messages as m
 from tests.bench.common import (
     PARTITIONS,
     Feed,
+    cpu_seconds,
     create_topics,
     drain_rate,
     histogram_quantile,
@@ -35,14 +36,23 @@ ANOMALY = 'ecg_beats_scored_total{outcome="anomaly"}'
 
 
 def throughput(
-    bootstrap: str, model: Path, admin: KafkaAdminClient, feed: Feed, logs: Path, processes: int = 1
+    bootstrap: str,
+    model: Path,
+    admin: KafkaAdminClient,
+    feed: Feed,
+    logs: Path,
+    processes: int = 1,
+    **options: Any,
 ) -> dict[str, Any]:
-    """``processes`` workers in one group drain ``feed``; beats/s from their summed consumed counters."""
+    """``processes`` workers in one group drain ``feed``; beats/s from their summed consumed counters.
+
+    ``options`` are extra worker flags (``linger_ms=2`` → ``--linger-ms 2``), for before/after runs.
+    """
     anomalies, dlq = unique("bench-anom"), unique("bench-dlq")
     create_topics(admin, anomalies, dlq)
     group = unique("bench-group")
     workers = [
-        worker(bootstrap, model, feed.topic, logs, group=group, anomaly_topic=anomalies, dlq_topic=dlq)
+        worker(bootstrap, model, feed.topic, logs, group, anomaly_topic=anomalies, dlq_topic=dlq, **options)
         for _ in range(processes)
     ]
     for w in workers:
@@ -50,6 +60,7 @@ def throughput(
     try:
         for w in workers:
             w.wait_ready()
+        cpu_at_ready = sum(cpu_seconds(_pid(w)) for w in workers)
         samples: list[tuple[float, float]] = []
         rss: list[tuple[float, float]] = []
 
@@ -59,6 +70,7 @@ def throughput(
             return total >= feed.beats
 
         wait_for(consumed, 900, f"{feed.beats} beats drained", interval=0.2)
+        cpu = sum(cpu_seconds(_pid(w)) for w in workers) - cpu_at_ready
         rss = [rss_mb(_pid(w)) for w in workers]
         flagged = sum(w.metrics()[ANOMALY] for w in workers)
     finally:
@@ -68,6 +80,7 @@ def throughput(
         "beats": feed.beats,
         "processes": processes,
         "beats_per_s": round(drain_rate(samples, feed.beats)),
+        "cpu_us_per_beat": round(cpu / feed.beats * 1e6, 1),
         "anomaly_share": round(flagged / feed.beats, 3),
         "rss_mb": round(max(r for r, _ in rss), 1),
         "peak_rss_mb": round(max(p for _, p in rss), 1),
@@ -105,7 +118,9 @@ def latency(
 
     def read() -> None:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=5, enable_auto_commit=False)
-        consumer.assign([TopicPartition(anomalies, p) for p in range(PARTITIONS)])
+        partitions = [TopicPartition(anomalies, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)  # a new topic: no event may slip past a late position
         while not stop.is_set():
             for recs in consumer.poll(timeout_ms=50).values():
                 now = time.time() * 1000
