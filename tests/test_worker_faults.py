@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from schemas import messages as m
 from tests.support.artifact import build_small_artifact, load_test_split
 from tests.support.broker import LocalBroker
-from tests.support.worker import WorkerProcess, produce_beats, read_topic, wait_for
+from tests.support.chaos_checker import check, feed, group_done
+from tests.support.worker import WorkerProcess, produce_beats, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -29,41 +25,6 @@ BAD_EVERY = 997  # every 997th record is malformed, so dead letters are part of 
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_small_artifact(tmp_path_factory.mktemp("model"))
-
-
-def _feed(bootstrap: str, topic: str, rate: float) -> None:
-    beats, _ = load_test_split()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024)
-    headers = m.beat_headers()
-    start = time.monotonic()
-    for i in range(TOTAL):
-        source = f"source-{i % 11}"
-        value = (
-            b"not json"
-            if i % BAD_EVERY == 0
-            else m.encode_beat_json(source, beats[i % len(beats)], beat_id=f"b{i}")
-        )
-        producer.send(topic, key=source.encode(), value=value, headers=headers)
-        if i % 50 == 49:
-            ahead = (i + 1) / rate - (time.monotonic() - start)
-            if ahead > 0:
-                time.sleep(ahead)
-    producer.flush(60)
-    producer.close()
-
-
-def _group_done(bootstrap: str, group: str, topic: str) -> Callable[[], bool]:
-    def done() -> bool:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-        try:  # reads the group's committed offsets without joining it
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            ends = consumer.end_offsets(partitions)
-            committed = {tp: consumer.committed(tp, timeout_ms=5000) for tp in partitions}
-            return sum(ends.values()) >= TOTAL and all((committed[tp] or 0) >= ends[tp] for tp in partitions)
-        finally:
-            consumer.close(autocommit=False, timeout_ms=2000)
-
-    return done
 
 
 def _run_with_kills(
@@ -89,7 +50,7 @@ def _run_with_kills(
             bootstrap, model, topic, group, tmp_path / f"{guarantee}-{n}.log", **options
         ).start()
 
-    feeder = threading.Thread(target=_feed, args=(bootstrap, topic, 4000.0))
+    feeder = threading.Thread(target=feed, args=(bootstrap, topic, TOTAL, 4000.0, BAD_EVERY))
     current = worker(0)
     current.wait_ready()
     feeder.start()
@@ -106,7 +67,9 @@ def _run_with_kills(
             current = worker(n + 1)
             current.wait_ready()
         feeder.join()
-        wait_for(_group_done(bootstrap, group, topic), 180, "every input offset committed", interval=1.0)
+        wait_for(
+            group_done(bootstrap, group, topic, TOTAL), 180, "every input offset committed", interval=1.0
+        )
         current.signal(signal.SIGTERM)
         assert current.wait(30) == 0, current.log()
     finally:
@@ -115,45 +78,18 @@ def _run_with_kills(
     return {"input": topic, **topics}
 
 
-def _outcomes(bootstrap: str, topics: dict[str, str], committed_only: bool) -> dict[tuple[int, int], list]:
-    """Input (partition, offset) → every outcome record found for it (scores and dead letters)."""
-    found: dict[tuple[int, int], list] = defaultdict(list)
-    for record in read_topic(bootstrap, topics["scores_topic"], committed_only=committed_only):
-        score = orjson.loads(record.value)
-        found[(score["input"]["partition"], score["input"]["offset"])].append(score)
-    for record in read_topic(bootstrap, topics["dlq_topic"], committed_only=committed_only):
-        h = dict(record.headers)
-        found[(int(h[m.DLQ_PARTITION]), int(h[m.DLQ_OFFSET]))].append(
-            {"dead_letter": h[m.DLQ_REASON].decode()}
-        )
-    return found
-
-
-def _input_offsets(bootstrap: str, topic: str) -> set[tuple[int, int]]:
-    return {(r.partition, r.offset) for r in read_topic(bootstrap, topic)}
-
-
 def test_exactly_once_survives_sigkills(
     kafka_bootstrap: str, model_path: Path, topic_factory, group_factory, tmp_path: Path
 ) -> None:
     topics = _run_with_kills(
         kafka_bootstrap, model_path, topic_factory, group_factory("eos"), tmp_path, "exactly-once"
     )
-    inputs = _input_offsets(kafka_bootstrap, topics["input"])
-    assert len(inputs) == TOTAL
-    outcomes = _outcomes(kafka_bootstrap, topics, committed_only=True)
-    assert set(outcomes) == inputs  # no loss
-    assert [k for k, v in outcomes.items() if len(v) != 1] == []  # no duplicate
-    dead = sum(1 for v in outcomes.values() if "dead_letter" in v[0])
-    assert dead == len(range(0, TOTAL, BAD_EVERY))
-    events = [
-        orjson.loads(r.value)
-        for r in read_topic(kafka_bootstrap, topics["anomaly_topic"], committed_only=True)
-    ]
-    assert len({e["event_id"] for e in events}) == len(events)
-    assert {e["event_id"] for e in events} == {
-        v[0]["event_id"] for v in outcomes.values() if v[0].get("anomaly")
-    }
+    verdict = check(kafka_bootstrap, topics, committed_only=True)
+    assert verdict.inputs == TOTAL
+    assert verdict.missing == []  # no loss
+    assert verdict.duplicates == 0
+    assert verdict.dead_lettered == len(range(0, TOTAL, BAD_EVERY))
+    assert verdict.event_mismatch == 0  # one anomaly event per anomalous score, same event id
 
 
 def test_at_least_once_survives_sigkills_with_stable_event_ids(
@@ -162,18 +98,11 @@ def test_at_least_once_survives_sigkills_with_stable_event_ids(
     topics = _run_with_kills(
         kafka_bootstrap, model_path, topic_factory, group_factory("alo"), tmp_path, "at-least-once"
     )
-    inputs = _input_offsets(kafka_bootstrap, topics["input"])
-    assert len(inputs) == TOTAL
-    outcomes = _outcomes(kafka_bootstrap, topics, committed_only=False)
-    assert set(outcomes) == inputs  # no loss
-    for copies in outcomes.values():  # a duplicate is the same outcome with the same id
-        assert len({orjson.dumps(c, option=orjson.OPT_SORT_KEYS) for c in copies}) == 1
-    events: dict[tuple[int, int], set[str]] = defaultdict(set)
-    for record in read_topic(kafka_bootstrap, topics["anomaly_topic"]):
-        event = orjson.loads(record.value)
-        events[(event["input"]["partition"], event["input"]["offset"])].add(event["event_id"])
-    assert all(len(ids) == 1 for ids in events.values())
-    assert set(events) == {k for k, v in outcomes.items() if v[0].get("anomaly")}
+    verdict = check(kafka_bootstrap, topics, committed_only=False)
+    assert verdict.inputs == TOTAL
+    assert verdict.missing == []  # no loss
+    assert verdict.differing == 0  # a duplicate is the same outcome with the same id
+    assert verdict.event_mismatch == 0
 
 
 def test_readyz_follows_the_broker(model_path: Path, tmp_path: Path) -> None:
