@@ -8,14 +8,13 @@ send, wait for every acknowledgement, then commit asynchronously. The
 confluent-kafka variant does the same with librdkafka and equivalent settings,
 to show what a different client could move on the same broker.
 
-Prints one JSON line: ``{"beats": ..., "beats_per_s": ..., "rss_mb": ...}``.
+Prints one JSON line: ``{"beats": ..., "beats_per_s": ...}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from typing import Any
 
@@ -112,13 +111,7 @@ def main() -> None:
     parser.add_argument("worker_flags", nargs="*", help="kafka-python: worker flags after --")
     args = parser.parse_args()
     samples = (_kafka_python if args.client == "kafka-python" else _confluent)(args)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {
-        "beats": args.count,
-        "beats_per_s": round(drain_rate(samples, samples[-1][1])),
-        "peak_rss_mb": round(peak_mb, 1),
-    }
-    print(json.dumps(result))
+    print(json.dumps({"beats": args.count, "beats_per_s": round(drain_rate(samples, samples[-1][1]))}))
 
 
 if __name__ == "__main__":

@@ -101,6 +101,7 @@ def latency(
     seconds: float,
     sources: int,
     logs: Path,
+    **options: Any,
 ) -> dict[str, Any]:
     """A steady JSON feed at ``rate`` beats/s from ``sources`` sources.
 
@@ -112,7 +113,7 @@ def latency(
     """
     topic, anomalies, dlq = unique("bench-lat-in"), unique("bench-lat-anom"), unique("bench-lat-dlq")
     create_topics(admin, topic, anomalies, dlq)
-    w = worker(bootstrap, model, topic, logs, anomaly_topic=anomalies, dlq_topic=dlq).start()
+    w = worker(bootstrap, model, topic, logs, anomaly_topic=anomalies, dlq_topic=dlq, **options).start()
     received: list[tuple[int, float]] = []  # (input timestamp ms, received ms)
     stop = threading.Event()
 
