@@ -132,7 +132,8 @@ java_run() { java_args; java "${JAVA_ARGS[@]}" "$@"; }
 cluster_id() {
   # A KRaft cluster id is a random UUID in unpadded URL-safe base64 (what `kafka-storage random-uuid`
   # prints); made here to save a JVM start.
-  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c 1-22
+  # A leading '-' would be read by kafka-storage as an option (1 start in 64 failed that way).
+  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c 1-22 | sed 's/^-/A/'
 }
 
 running_pid() {
