@@ -87,7 +87,7 @@ def _serve(settings: WorkerSettings, started: float) -> int:
         producer = _producer(settings, watchdog)
         cleanup.callback(_close, "producer", lambda: producer.close(timeout=CLOSE_TIMEOUT))
         tracker = AssignmentTracker()
-        consumer = make_consumer(settings, tracker)
+        consumer = make_consumer(settings, tracker, watchdog)
         cleanup.callback(
             _close, "consumer", lambda: consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT * 1000))
         )

@@ -102,7 +102,12 @@ class CachedKeyPartitioner(DefaultPartitioner):
         return ordered[(self._hash(serialized_key) & 0x7FFFFFFF) % len(ordered)]
 
 
-def make_consumer(settings: WorkerSettings, tracker: AssignmentTracker) -> KafkaConsumer:
+TOPIC_METADATA_WAIT = 10.0  # seconds a starting worker waits for its input topic's partitions
+
+
+def make_consumer(
+    settings: WorkerSettings, tracker: AssignmentTracker, watchdog: Watchdog | None = None
+) -> KafkaConsumer:
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers.split(","),
         client_id=settings.client_id,
@@ -120,8 +125,24 @@ def make_consumer(settings: WorkerSettings, tracker: AssignmentTracker) -> Kafka
         reconnect_backoff_max_ms=2000,
         **security_config(settings),
     )
+    if watchdog is not None:
+        with watchdog.guard("input topic metadata", settings.kafka_timeout):
+            _wait_for_partitions(consumer, settings.input_topic, TOPIC_METADATA_WAIT)
     consumer.subscribe([settings.input_topic], listener=tracker)
     return consumer
+
+
+def _wait_for_partitions(consumer: KafkaConsumer, topic: str, seconds: float) -> None:
+    """Have the input topic's partitions in the client's metadata before joining the group.
+
+    A group that joins while a just-created topic has no partition metadata yet gets an empty
+    assignment from kafka-python 3.0.12's assignor and was seen not to rejoin for minutes. After
+    ``seconds`` without partitions (a topic the broker will auto-create) the worker joins anyway.
+    ``partitions_for_topic`` waits without a timeout while no broker answers: the caller guards it.
+    """
+    deadline = time.monotonic() + seconds
+    while not consumer.partitions_for_topic(topic) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def make_producer(settings: WorkerSettings) -> KafkaProducer:
