@@ -239,3 +239,22 @@ def test_assignment_tracker_marks_a_rebalance_until_it_completes() -> None:
     assert tracker.rebalancing_since == started
     tracker.on_partitions_assigned(set())  # a standby member: the rebalance is over, nothing owned
     assert tracker.rebalancing_since is None and tracker.assigned == set()
+
+
+def test_fencing_is_recognised_bare_or_wrapped_in_a_kafka_error() -> None:
+    from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
+
+    from worker.loop import _fenced
+
+    assert _fenced(ProducerFencedError())
+    assert _fenced(InvalidProducerEpochError())
+    # kafka-python's send after its sender hit fencing wraps the error as an argument
+    assert _fenced(KafkaError("Cannot perform send", ProducerFencedError()))
+    try:
+        try:
+            raise ProducerFencedError()
+        except ProducerFencedError as inner:
+            raise KafkaError("commit failed") from inner
+    except KafkaError as wrapped:
+        assert _fenced(wrapped)
+    assert not _fenced(KafkaError("Cannot perform send", TimeoutError()))

@@ -254,11 +254,11 @@ class Worker:
             with self.watchdog.guard("commit_transaction", timeout):
                 self.producer.commit_transaction()
             return True
-        except (ProducerFencedError, InvalidProducerEpochError) as exc:
-            raise FatalError(
-                f"producer fenced ({exc!r}): another instance owns this transactional id", 3
-            ) from exc
         except Exception as exc:
+            if _fenced(exc):  # a fenced producer cannot abort either: restart
+                raise FatalError(
+                    f"producer fenced ({exc!r}): another instance owns this transactional id", 3
+                ) from exc
             self.metrics.errors.labels("transaction").inc()
             log.error("transaction failed; aborting, batch will be re-processed", extra={"error": repr(exc)})
         try:
@@ -325,3 +325,19 @@ class Worker:
             end = self.consumer.highwater(tp)
             if end is not None:
                 self.metrics.set_lag(tp.partition, end - om.offset)
+
+
+_FENCED = (ProducerFencedError, InvalidProducerEpochError)
+
+
+def _fenced(exc: BaseException) -> bool:
+    """Whether ``exc`` is fencing: kafka-python raises it directly or wraps it in a ``KafkaError``
+    (as an argument, e.g. a send after the sender hit ProducerFencedError, or as the cause)."""
+    chain: BaseException | None = exc
+    for _ in range(5):
+        if chain is None:
+            return False
+        if isinstance(chain, _FENCED) or any(isinstance(arg, _FENCED) for arg in chain.args):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return False
