@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from schemas import messages as m
 from tests.support.broker import REPO
 from worker.decode import BeatDecoder
 from worker.events import OutputBuilder
-from worker.kafka_io import AssignmentTracker, security_config
+from worker.inflight import Batch, InFlight
+from worker.kafka_io import BrokerLink, fatal, fenced, security_config
 from worker.metrics import WorkerMetrics, observe_many
 from worker.model import Scores
 from worker.options import OPTIONS, SECRETS
@@ -78,9 +79,9 @@ def test_secrets_come_from_env_or_file_and_never_show(tmp_path: Path) -> None:
         {"ECG_KAFKA_SSL_PASSWORD": "env-pw-456"},
     )
     config = security_config(s)
-    assert config["sasl_plain_password"] == "file-pw-123"
-    assert config["ssl_password"] == "env-pw-456"
-    assert (config["sasl_mechanism"], config["sasl_plain_username"]) == ("SCRAM-SHA-512", "svc")
+    assert config["sasl.password"] == "file-pw-123"
+    assert config["ssl.key.password"] == "env-pw-456"
+    assert (config["sasl.mechanism"], config["sasl.username"]) == ("SCRAM-SHA-512", "svc")
     for shown in (repr(s), str(s.public())):
         assert "file-pw-123" not in shown and "env-pw-456" not in shown
 
@@ -225,36 +226,74 @@ def test_readme_documents_every_option_and_reason() -> None:
         assert f"| `{reason}` |" in section
 
 
-def test_assignment_tracker_marks_a_rebalance_until_it_completes() -> None:
-    """Readiness and the stuck-rebalance exit rely on this (kafka-python's own assignment() lags)."""
-    tracker = AssignmentTracker()
-    tracker.on_partitions_revoked(set())  # kafka-python revokes (nothing) before the first join
-    assert tracker.rebalancing_since is not None
-    tracker.on_partitions_assigned({TopicPartition("t", 0), TopicPartition("t", 1)})
-    assert tracker.rebalancing_since is None and len(tracker.assigned) == 2
-    tracker.on_partitions_revoked({TopicPartition("t", 0), TopicPartition("t", 1)})
-    started = tracker.rebalancing_since
-    assert started is not None and tracker.assigned == set()
-    tracker.on_partitions_lost(set())  # a later revoke keeps the first start time
-    assert tracker.rebalancing_since == started
-    tracker.on_partitions_assigned(set())  # a standby member: the rebalance is over, nothing owned
-    assert tracker.rebalancing_since is None and tracker.assigned == set()
+def _batch(first: int, after: int, outputs: int, retired: list[int]) -> Batch:
+    return Batch({("t", 0): first}, {("t", 0): after}, after - first, outputs, lambda: retired.append(first))
 
 
-def test_fencing_is_recognised_bare_or_wrapped_in_a_kafka_error() -> None:
-    from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
+def test_in_flight_batches_retire_in_input_order_and_stop_at_a_failure() -> None:
+    """At-least-once: an offset is committable only once its outputs and all earlier ones are acknowledged."""
+    retired: list[int] = []
+    flight = InFlight(limit=30)  # input records
+    a, b, c = _batch(0, 10, 2, retired), _batch(10, 20, 1, retired), _batch(20, 30, 0, retired)
+    for batch in (a, b, c):
+        flight.add(batch)
+    assert flight.full()
+    b.delivered(None)  # the second batch is done before the first: nothing is committable yet
+    assert flight.retire() == ({}, None) and retired == []
+    a.delivered(None)
+    a.delivered(None)
+    assert flight.retire() == ({("t", 0): 30}, None)  # all three, counted once each, in order
+    assert retired == [0, 10, 20] and len(flight) == 0 and not flight.full()
 
-    from worker.loop import _fenced
+    d, e = _batch(30, 40, 2, retired), _batch(40, 50, 1, retired)
+    flight.add(d)
+    flight.add(e)
+    e.delivered(None)
+    d.delivered("broker said no")
+    d.delivered(None)
+    offsets, failed = flight.retire()
+    assert offsets == {} and failed is d and d.error == "broker said no" and retired == [0, 10, 20]
+    assert flight.clear() == {("t", 0): 30} and len(flight) == 0  # rewind to the failed batch's start
 
-    assert _fenced(ProducerFencedError())
-    assert _fenced(InvalidProducerEpochError())
-    # kafka-python's send after its sender hit fencing wraps the error as an argument
-    assert _fenced(KafkaError("Cannot perform send", ProducerFencedError()))
-    try:
-        try:
-            raise ProducerFencedError()
-        except ProducerFencedError as inner:
-            raise KafkaError("commit failed") from inner
-    except KafkaError as wrapped:
-        assert _fenced(wrapped)
-    assert not _fenced(KafkaError("Cannot perform send", TimeoutError()))
+
+def test_unsent_outputs_fail_their_batch() -> None:
+    batch = _batch(0, 5, 3, [])
+    batch.delivered(None)
+    batch.unsent(2, "invalid topic")
+    assert batch.remaining == 0 and batch.error == "invalid topic"
+
+
+def test_broker_link_reads_connectivity_and_lag_from_statistics() -> None:
+    link = BrokerLink()
+    active = {"fetch_state": "active"}
+    stats = {
+        "brokers": {"localhost:9092/1": {"state": "UP"}, "GroupCoordinator": {"state": "UP"}},
+        "topics": {
+            "beats": {
+                "partitions": {
+                    "0": {**active, "app_offset": 90, "committed_offset": 80, "hi_offset": 100},
+                    "1": {**active, "app_offset": -1001, "committed_offset": 5, "hi_offset": 7},
+                    "2": {"fetch_state": "none", "app_offset": -1001, "hi_offset": 9},
+                    "-1": {"fetch_state": "none", "app_offset": -1001, "hi_offset": -1},
+                }
+            }
+        },
+    }
+    link.on_stats(orjson.dumps(stats).decode())
+    assert link.connected and link.lag == {0: 10, 1: 2}
+    stats["brokers"] = {"localhost:9092/1": {"state": "CONNECT"}, "GroupCoordinator": {"state": "DOWN"}}
+    link.on_stats(orjson.dumps(stats).decode())
+    assert not link.connected  # a crashed broker: its connection is no longer UP
+    link.connected = True
+    link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    assert not link.connected
+
+
+def test_fencing_and_fatal_errors_are_recognised() -> None:
+    assert fenced(KafkaException(KafkaError(KafkaError._FENCED, fatal=True)))
+    assert fenced(KafkaException(KafkaError(KafkaError.PRODUCER_FENCED)))
+    assert fenced(KafkaException(KafkaError(KafkaError.INVALID_PRODUCER_EPOCH)))
+    assert fatal(KafkaException(KafkaError(KafkaError._INCONSISTENT, fatal=True)))
+    timeout = KafkaException(KafkaError(KafkaError._TIMED_OUT, retriable=True))
+    assert not fenced(timeout) and not fatal(timeout)
+    assert not fenced(RuntimeError("not a Kafka error"))

@@ -17,14 +17,13 @@ import time
 from contextlib import ExitStack
 from types import FrameType
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from confluent_kafka import KafkaException, Producer
 
 from ecg_anomaly.errors import EcgAnomalyError
 from worker.health import HealthServer, HealthState
-from worker.kafka_io import AssignmentTracker, Watchdog, make_consumer, make_producer
+from worker.kafka_io import BrokerLink, Watchdog, fatal, make_consumer, make_producer
 from worker.logs import setup_logging
-from worker.loop import FatalError, Worker
+from worker.loop import FatalError, Worker, commit_reporter
 from worker.metrics import WorkerMetrics
 from worker.model import load_model
 from worker.settings import ConfigError, WorkerSettings, load_settings
@@ -85,13 +84,11 @@ def _serve(settings: WorkerSettings, started: float) -> int:
     with ExitStack() as cleanup:
         cleanup.callback(server.stop)
         producer = _producer(settings, watchdog)
-        cleanup.callback(_close, "producer", lambda: producer.close(timeout=CLOSE_TIMEOUT))
-        tracker = AssignmentTracker()
-        consumer = make_consumer(settings, tracker, watchdog)
-        cleanup.callback(
-            _close, "consumer", lambda: consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT * 1000))
-        )
-        worker = Worker(settings, model, consumer, producer, metrics, health, watchdog, tracker)
+        cleanup.callback(_close, "producer", lambda: producer.flush(CLOSE_TIMEOUT))
+        link = BrokerLink()
+        consumer = make_consumer(settings, link, commit_reporter(metrics))
+        cleanup.callback(_close, "consumer", consumer.close)
+        worker = Worker(settings, model, consumer, producer, metrics, health, watchdog, link)
         _install_signal_handlers(worker)
         if early_stop:
             worker.stop()
@@ -100,25 +97,27 @@ def _serve(settings: WorkerSettings, started: float) -> int:
             worker.run()
         except FatalError as exc:
             log.critical(f"worker stopping: {exc}", extra={"exit_code": exc.exit_code})
+            watchdog.final_deadline(2 * CLOSE_TIMEOUT, exc.exit_code)  # closing must not hang the exit
             return exc.exit_code
     log.info("worker stopped cleanly")
     return 0
 
 
-def _producer(settings: WorkerSettings, watchdog: Watchdog) -> KafkaProducer:
+def _producer(settings: WorkerSettings, watchdog: Watchdog) -> Producer:
     """The producer; for exactly-once with transactions initialised (retried while the broker is away)."""
     deadline = time.monotonic() + settings.broker_timeout
+    producer = make_producer(settings)
+    if not settings.exactly_once:
+        return producer
     while True:
         try:
-            producer = make_producer(settings)
-            if settings.exactly_once:
-                with watchdog.guard("init_transactions", settings.kafka_timeout + 10):
-                    producer.init_transactions()
+            with watchdog.guard("init_transactions", settings.kafka_timeout + 10):
+                producer.init_transactions(settings.kafka_timeout)
             return producer
-        except KafkaError as exc:
-            if time.monotonic() > deadline:
+        except KafkaException as exc:
+            if time.monotonic() > deadline or fatal(exc):
                 raise FatalError(f"Kafka producer could not start: {exc!r}") from exc
-            log.warning("producer start failed; retrying", extra={"error": repr(exc)})
+            log.warning("init_transactions failed; retrying", extra={"error": repr(exc)})
             time.sleep(1)
 
 

@@ -1,10 +1,11 @@
-"""Kafka transport: the consumer and producer the worker needs, and the few calls it makes on them.
+"""Kafka transport: the consumer and producer the worker needs (confluent-kafka, i.e. librdkafka).
 
-kafka-python calls that can wait forever (``init_transactions``,
-``send_offsets_to_transaction``, ``commit_transaction``,
-``abort_transaction``) go through :class:`Watchdog`; everything else gets an
-explicit timeout. Nothing here commits from a rebalance callback: the
-listener only records what changed, the loop commits before each poll.
+librdkafka does the network work on its own threads, in C; the Python side
+pays for a call per record, not for parsing or building record batches. Every
+call the worker makes takes a timeout; the transactional ones and the drain are
+also watched by :class:`Watchdog`, so a hang ends in a restart. Callbacks
+(rebalance, statistics, errors, logs, commit results) run inside ``consume``,
+``poll`` or ``flush`` on the loop's own thread.
 """
 
 from __future__ import annotations
@@ -13,190 +14,195 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.partitioner.default import DefaultPartitioner, murmur2
-from kafka.structs import OffsetAndMetadata
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from worker.events import OutRecord
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+client_log = logging.getLogger("librdkafka")
 
 WATCHDOG_EXIT = 70  # a guarded Kafka call overran: the pod should restart
 TRANSACTION_TIMEOUT_MS = 10_000  # exactly-once: see make_producer
+STATISTICS_INTERVAL_MS = 1000  # broker states and partition lag, parsed on the loop's thread
+
+
+@dataclass(slots=True)
+class Record:
+    """One consumed record as the decoder and the outputs see it (plain attributes, any client)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # epoch ms
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None
+
+
+def to_record(message: Message) -> Record:
+    return Record(
+        message.topic(),  # type: ignore[arg-type]
+        message.partition(),  # type: ignore[arg-type]
+        message.offset(),  # type: ignore[arg-type]
+        message.timestamp()[1],
+        message.key(),  # type: ignore[arg-type]
+        message.value(),  # type: ignore[arg-type]
+        message.headers(),  # type: ignore[arg-type]
+    )
 
 
 def security_config(settings: WorkerSettings) -> dict[str, Any]:
-    """kafka-python's SSL/SASL options from the settings (secrets revealed only here)."""
-    config: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    """librdkafka's SSL/SASL properties from the settings (secrets revealed only here)."""
+    config: dict[str, Any] = {"security.protocol": settings.security_protocol}
     if settings.security_protocol.startswith("SASL"):
-        config["sasl_mechanism"] = settings.sasl_mechanism
-        config["sasl_plain_username"] = settings.sasl_username
+        config["sasl.mechanism"] = settings.sasl_mechanism
+        config["sasl.username"] = settings.sasl_username
         if settings.sasl_password is not None:
-            config["sasl_plain_password"] = settings.sasl_password.reveal()
+            config["sasl.password"] = settings.sasl_password.reveal()
     if settings.security_protocol.endswith("SSL"):
-        config["ssl_check_hostname"] = settings.ssl_check_hostname
-        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            if getattr(settings, key):
-                config[key] = getattr(settings, key)
+        config["ssl.endpoint.identification.algorithm"] = "https" if settings.ssl_check_hostname else "none"
+        for option, prop in (
+            ("ssl_cafile", "ssl.ca.location"),
+            ("ssl_certfile", "ssl.certificate.location"),
+            ("ssl_keyfile", "ssl.key.location"),
+        ):
+            if getattr(settings, option):
+                config[prop] = getattr(settings, option)
         if settings.ssl_password is not None:
-            config["ssl_password"] = settings.ssl_password.reveal()
+            config["ssl.key.password"] = settings.ssl_password.reveal()
     return config
 
 
-class AssignmentTracker(ConsumerRebalanceListener):
-    """Records assignment changes. Runs on the client's IO thread, so it only sets state.
+class BrokerLink:
+    """Whether the worker can reach a broker, from librdkafka's statistics and error events.
 
-    ``rebalancing_since`` is set when a rebalance starts (kafka-python calls
-    ``on_partitions_revoked`` before every JoinGroup, with an empty set on the
-    first) and cleared when it completes (``on_partitions_assigned``, even with
-    an empty assignment). kafka-python keeps reporting the revoked partitions
-    from ``consumer.assignment()`` until the join completes, so that call cannot
-    tell a member stuck in a rebalance from one that owns partitions.
+    A broker that crashed or stopped answering shows as not ``UP`` in the next
+    statistics (every second); "all brokers down" clears it at once. The last
+    statistics also give each partition's lag.
     """
 
     def __init__(self) -> None:
-        self.assigned: set[TopicPartition] = set()
-        self.generation = 0  # bumps on every change, so the loop can notice one
-        self.rebalancing_since: float | None = None  # time.monotonic() of the last revoke, until assigned
+        self.connected = False
+        self.lag: dict[int, int] = {}  # partition → messages behind the log end
+        self._last_error: dict[int, float] = {}
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.assigned -= set(revoked)
-        self.generation += 1
-        if self.rebalancing_since is None:
-            self.rebalancing_since = time.monotonic()
-        if revoked:
-            log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in revoked)})
+    def on_stats(self, raw: str) -> None:
+        stats = orjson.loads(raw)
+        self.connected = any(b.get("state") == "UP" for b in stats.get("brokers", {}).values())
+        lag = {}
+        for topic in stats.get("topics", {}).values():
+            for key, p in topic.get("partitions", {}).items():
+                position = p.get("app_offset", -1001)
+                if position < 0:
+                    position = p.get("committed_offset", -1001)
+                end = p.get("hi_offset", -1)
+                if key != "-1" and p.get("fetch_state") == "active" and position >= 0 and end >= 0:
+                    lag[int(key)] = end - position
+        self.lag = lag
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.assigned |= set(assigned)
-        self.generation += 1
-        self.rebalancing_since = None
-        if assigned:
-            log.info("partitions assigned", extra={"partitions": sorted(p.partition for p in assigned)})
-
-    def on_partitions_lost(self, lost: Any) -> None:
-        self.on_partitions_revoked(lost)
-
-
-class CachedKeyPartitioner(DefaultPartitioner):
-    """The default placement (murmur2 of the key, as the Java client), with the hash cached per key.
-
-    Output keys are source ids, which repeat; kafka-python's murmur2 is pure Python.
-    """
-
-    def __init__(self) -> None:
-        self._hash = lru_cache(maxsize=65536)(murmur2)
-
-    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):  # type: ignore[no-untyped-def]
-        partitions = cluster.partitions_for_topic(topic) if serialized_key is not None else None
-        if not partitions:
-            return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
-        ordered = sorted(partitions)
-        return ordered[(self._hash(serialized_key) & 0x7FFFFFFF) % len(ordered)]
+    def on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.connected = False
+        now = time.monotonic()
+        if now - self._last_error.get(error.code(), -1e9) > 30:  # one line per kind per 30 s
+            self._last_error[error.code()] = now
+            log.warning("kafka client error", extra={"error": error.str(), "code": error.name()})
 
 
-TOPIC_METADATA_WAIT = 10.0  # seconds a starting worker waits for its input topic's partitions
+def _common(settings: WorkerSettings, link: BrokerLink | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": settings.client_id,
+        "reconnect.backoff.max.ms": 2000,
+        "logger": client_log,  # librdkafka's own log lines as JSON lines, like ours
+        **security_config(settings),
+    }
+    if link is not None:
+        config["error_cb"] = link.on_error
+    return config
 
 
 def make_consumer(
-    settings: WorkerSettings, tracker: AssignmentTracker, watchdog: Watchdog | None = None
-) -> KafkaConsumer:
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers.split(","),
-        client_id=settings.client_id,
-        group_id=settings.group_id,
-        group_instance_id=settings.group_instance_id or None,
-        enable_auto_commit=False,
-        auto_offset_reset=settings.auto_offset_reset,
-        # Never score beats of an aborted transaction (e.g. a transactional replay tool).
-        isolation_level="read_committed",
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        max_poll_records=settings.max_batch,
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=max(settings.session_timeout_ms // 4, 100),
-        request_timeout_ms=max(int(settings.kafka_timeout * 1000), settings.session_timeout_ms + 5000),
-        reconnect_backoff_max_ms=2000,
-        **security_config(settings),
-    )
-    if watchdog is not None:
-        with watchdog.guard("input topic metadata", settings.kafka_timeout):
-            _wait_for_partitions(consumer, settings.input_topic, TOPIC_METADATA_WAIT)
-    consumer.subscribe([settings.input_topic], listener=tracker)
-    return consumer
+    settings: WorkerSettings, link: BrokerLink, on_commit: Callable[[Any, Any], None]
+) -> Consumer:
+    """The group consumer; not yet subscribed (the loop subscribes with its rebalance callbacks)."""
+    config = {
+        **_common(settings, link),
+        "group.id": settings.group_id,
+        "enable.auto.commit": False,  # the loop commits what its outputs made safe
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": settings.auto_offset_reset,
+        # Never score beats of an aborted transaction (e.g. a transactional replay tool); this also
+        # makes offset fetches wait for pending transactional commits (KIP-447), so a restarted
+        # exactly-once worker cannot start from an offset a still-open transaction is moving.
+        "isolation.level": "read_committed",
+        "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(settings.session_timeout_ms // 4, 100),
+        # Prefetch bounded so memory stays flat while a backlog drains (the default is 64 MB), and
+        # topped up again soon: at the default 1 s back-off a full queue drained in less and the
+        # loop waited for input (a quarter of the throughput, measured).
+        "queued.max.messages.kbytes": 8192,
+        "queued.min.messages": 10000,
+        "fetch.queue.backoff.ms": 20,
+        "fetch.max.bytes": 8 * 1024 * 1024,
+        "statistics.interval.ms": STATISTICS_INTERVAL_MS,
+        "stats_cb": link.on_stats,
+        "on_commit": on_commit,
+    }
+    if settings.group_instance_id:
+        config["group.instance.id"] = settings.group_instance_id
+    return Consumer(config)
 
 
-def _wait_for_partitions(consumer: KafkaConsumer, topic: str, seconds: float) -> None:
-    """Have the input topic's partitions in the client's metadata before joining the group.
-
-    A group that joins while a just-created topic has no partition metadata yet gets an empty
-    assignment from kafka-python 3.0.12's assignor and was seen not to rejoin for minutes. After
-    ``seconds`` without partitions (a topic the broker will auto-create) the worker joins anyway.
-    ``partitions_for_topic`` waits without a timeout while no broker answers: the caller guards it.
-    """
-    deadline = time.monotonic() + seconds
-    while not consumer.partitions_for_topic(topic) and time.monotonic() < deadline:
-        time.sleep(0.2)
-
-
-def make_producer(settings: WorkerSettings) -> KafkaProducer:
+def make_producer(settings: WorkerSettings) -> Producer:
     timeout_ms = int(settings.kafka_timeout * 1000)
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers.split(","),
-        "client_id": settings.client_id,
+        **_common(settings),
         "acks": "all",
-        "enable_idempotence": True,
-        "linger_ms": settings.linger_ms,
-        "partitioner": CachedKeyPartitioner(),
-        "batch_size": 256 * 1024,
-        "max_request_size": 4 * 1024 * 1024,
-        "request_timeout_ms": min(timeout_ms, 30000),
-        "delivery_timeout_ms": max(timeout_ms, min(timeout_ms, 30000) + settings.linger_ms),
-        "max_block_ms": timeout_ms,
-        "reconnect_backoff_max_ms": 2000,
-        **security_config(settings),
+        "enable.idempotence": True,
+        "linger.ms": settings.linger_ms,
+        "partitioner": "murmur2_random",  # the Java client's placement of keyed records
+        "message.max.bytes": 4 * 1024 * 1024,
+        "request.timeout.ms": min(timeout_ms, 30000),
+        "message.timeout.ms": timeout_ms,
     }
     if settings.exactly_once:
-        config["transactional_id"] = settings.transactional_id
+        config["transactional.id"] = settings.transactional_id
         # Short, as Kafka Streams does for exactly-once: a killed replica's open transaction holds
         # read_committed readers of the outputs until the broker aborts it after this timeout, and a
         # replacement pod (new hostname, new transactional id) cannot abort it sooner.
-        config["transaction_timeout_ms"] = TRANSACTION_TIMEOUT_MS
-    return KafkaProducer(**config)
+        config["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
+        config["message.timeout.ms"] = min(timeout_ms, TRANSACTION_TIMEOUT_MS)
+    return Producer(config)
 
 
-def broker_connected(consumer: KafkaConsumer) -> bool:
-    """Whether the consumer holds at least one live broker connection.
-
-    kafka-python has no public call for this; its connection manager drops a
-    connection as soon as the broker goes away, so this follows reachability.
-    """
-    manager = consumer._client._manager
-    return any(conn.connected for conn in list(manager._conns.values()))
+_FENCED = frozenset((KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH))
 
 
-def send_all(producer: KafkaProducer, records: list[OutRecord], timeout: float) -> None:
-    """Send and wait until the broker acknowledged every record; raise the first failure."""
-    futures = [
-        producer.send(r.topic, value=r.value, key=r.key, headers=r.headers, timestamp_ms=r.timestamp_ms)
-        for r in records
-    ]
-    producer.flush(timeout=timeout)
-    for future in futures:
-        if not future.is_done:
-            raise TimeoutError(f"output not acknowledged within {timeout} s")
-        if future.exception is not None:
-            raise future.exception
+def kafka_error(exc: BaseException) -> KafkaError | None:
+    """The librdkafka error behind ``exc``, if it is one."""
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
 
 
-def next_offsets(records: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, OffsetAndMetadata]:
-    return {tp: OffsetAndMetadata(recs[-1].offset + 1, "", -1) for tp, recs in records.items() if recs}
+def fenced(exc: BaseException) -> bool:
+    """Whether ``exc`` means another instance took over this transactional id (restart, don't abort)."""
+    error = kafka_error(exc)
+    return error is not None and error.code() in _FENCED
+
+
+def fatal(exc: BaseException) -> bool:
+    """Whether the producer is unusable after ``exc`` (librdkafka's fatal errors, fencing among them)."""
+    error = kafka_error(exc)
+    return error is not None and (error.fatal() or error.code() in _FENCED)
 
 
 class Watchdog:
@@ -211,6 +217,7 @@ class Watchdog:
     def __init__(self) -> None:
         self._call: tuple[float, str] | None = None
         self._drain_until: float | None = None
+        self._exit_code = WATCHDOG_EXIT
         threading.Thread(target=self._run, name="kafka-watchdog", daemon=True).start()
 
     @contextmanager
@@ -221,7 +228,8 @@ class Watchdog:
         finally:
             self._call = None
 
-    def final_deadline(self, seconds: float) -> None:
+    def final_deadline(self, seconds: float, exit_code: int = WATCHDOG_EXIT) -> None:
+        self._exit_code = exit_code
         self._drain_until = time.monotonic() + seconds
 
     def _run(self) -> None:
@@ -229,12 +237,17 @@ class Watchdog:
             time.sleep(0.2)
             now, call, drain = time.monotonic(), self._call, self._drain_until
             if call is not None and now > call[0]:
-                self._exit(f"Kafka call {call[1]} did not return in time")
+                self._exit(f"Kafka call {call[1]} did not return in time", WATCHDOG_EXIT)
             if drain is not None and now > drain:
-                self._exit("drain did not finish within --drain-timeout")
+                self._exit("drain did not finish in time", self._exit_code)
 
     @staticmethod
-    def _exit(why: str) -> None:
-        log.critical("watchdog: exiting", extra={"reason": why, "exit_code": WATCHDOG_EXIT})
+    def _exit(why: str, code: int) -> None:
+        log.critical("watchdog: exiting", extra={"reason": why, "exit_code": code})
         logging.shutdown()
-        os._exit(WATCHDOG_EXIT)
+        os._exit(code)
+
+
+def partitions(offsets: dict[tuple[str, int], int]) -> list[TopicPartition]:
+    """``{(topic, partition): offset}`` as the client's list of ``TopicPartition``."""
+    return [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]

@@ -1,28 +1,41 @@
 """The worker loop: poll → decode → score → publish → commit, with one stop flag.
 
-Offsets are committed only after the batch's outputs were acknowledged
-(at-least-once) or inside the batch's transaction (exactly-once), always from
-this loop, never from a rebalance callback. A batch whose outputs fail is
-rewound (seek to its first offsets) and processed again; nothing after a
-failure is committed for it.
+At-least-once: a batch's outputs are sent and the loop goes on polling; the
+batch's offsets are committed once the broker acknowledged all of its outputs
+and those of every earlier batch (:mod:`worker.inflight`). Exactly-once: one
+transaction per batch, offsets inside it. A batch whose outputs fail is
+rewound (seek back to the first offset not committed) and processed again;
+nothing from the failure on is committed. Commits happen on the loop's thread:
+after a poll, in the revoke callback (which librdkafka runs inside the poll)
+and on drain.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from ecg_anomaly.errors import EcgAnomalyError
 from schemas.artifact import ArtifactError
 from worker.decode import BeatDecoder, DecodedBatch
-from worker.events import OutputBuilder
+from worker.events import OutputBuilder, OutRecord
 from worker.health import HealthState
-from worker.kafka_io import AssignmentTracker, Watchdog, broker_connected, next_offsets, send_all
+from worker.inflight import Batch, InFlight, Offsets
+from worker.kafka_io import (
+    BrokerLink,
+    Record,
+    Watchdog,
+    fatal,
+    fenced,
+    kafka_error,
+    partitions,
+    to_record,
+)
 from worker.metrics import WorkerMetrics, observe_many
 from worker.model import Model, ModelReloader, Scores
 from worker.settings import WorkerSettings
@@ -31,6 +44,8 @@ log = logging.getLogger(__name__)
 
 RETRY_BACKOFF = 1.0  # seconds before re-processing a rewound batch
 MAX_FAILED_BATCHES = 5  # in a row; then exit so the pod restarts with fresh clients
+IN_FLIGHT_BATCHES = 4  # at-least-once: full batches of input whose outputs may await acknowledgement
+SETTLE_WAIT = 0.002  # seconds a poll waits while outputs are in flight (their acks are the news)
 
 
 class FatalError(EcgAnomalyError):
@@ -46,12 +61,12 @@ class Worker:
         self,
         settings: WorkerSettings,
         model: Model,
-        consumer: KafkaConsumer,
-        producer: KafkaProducer,
+        consumer: Consumer,
+        producer: Producer,
         metrics: WorkerMetrics,
         health: HealthState,
         watchdog: Watchdog,
-        tracker: AssignmentTracker,
+        link: BrokerLink,
     ) -> None:
         self.settings = settings
         self.model = model
@@ -60,7 +75,7 @@ class Worker:
         self.metrics = metrics
         self.health = health
         self.watchdog = watchdog
-        self.tracker = tracker
+        self.link = link
         self.decoder = BeatDecoder(model.metadata.input_length, settings.max_batch, settings.max_record_bytes)
         self.outputs = OutputBuilder(
             settings.anomaly_topic,
@@ -72,12 +87,16 @@ class Worker:
         self.reloader = ModelReloader(
             settings.model, settings.model_sha256, settings.threshold, settings.inference_threads
         )
+        self.in_flight = InFlight(IN_FLIGHT_BATCHES * settings.max_batch)
         self._stopping = False
         self._next_reload = time.monotonic() + settings.reload_interval
         self._last_connected = time.monotonic()
-        self._assignment: set[TopicPartition] = set()
+        self._assigned: set[tuple[str, int]] = set()
+        self._rebalancing_since: float | None = time.monotonic()  # until the first assignment
         self._failed_batches = 0
-        self._processed: dict[TopicPartition, Any] = {}  # at-least-once: next offset per partition done
+        self._committable: Offsets = {}  # acknowledged, not yet committed (at-least-once)
+        self._next_commit = 0.0
+        self._lag: dict[int, int] = {}
         metrics.set_model(model.version, model.sha256, model.threshold)
         health.model_loaded = True
 
@@ -94,54 +113,127 @@ class Worker:
     def run(self) -> None:
         """Turn until :meth:`stop`; raise :class:`FatalError` when the pod should restart."""
         log.info("worker loop started", extra={"guarantee": self.settings.guarantee})
+        self.consumer.subscribe(
+            [self.settings.input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
         while not self._stopping:
             self.health.beat()
             self._watch_connection()
             self._maybe_reload()
-            try:
-                records = self.consumer.poll(
-                    timeout_ms=self.settings.max_wait_ms, max_records=self.settings.max_batch
-                )
-            except KafkaError as exc:  # e.g. an authorization or offset error: count, back off, retry
-                self.metrics.errors.labels("poll").inc()
-                log.error("poll failed", extra={"error": repr(exc)})
-                self._sleep(RETRY_BACKOFF)
-                continue
+            records = self._poll()
             if records:
                 self._process(records)
+            self._settle()
         log.info("stop requested: last batch done, draining")
         if not self.settings.exactly_once:
-            self._final_commit()
+            self._drain()
+
+    # --- polling -------------------------------------------------------------------------------
+
+    def _poll(self) -> list[Record]:
+        """Whatever is already fetched, up to a batch; else wait for the first record.
+
+        ``consume(n, timeout)`` waits until it has ``n`` records or the timeout; a live feed would
+        always pay the timeout. Taking what is there and otherwise waiting for one record keeps
+        batches large under a backlog and latency low on a trickle.
+        """
+        max_batch = self.settings.max_batch
+        messages = self.consumer.consume(max_batch, 0)
+        if not messages:
+            wait = SETTLE_WAIT if len(self.in_flight) else self.settings.max_wait_ms / 1000
+            first = self.consumer.poll(wait)
+            if first is None:
+                return []
+            messages = [first, *self.consumer.consume(max_batch - 1, 0)] if max_batch > 1 else [first]
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                records.append(to_record(message))
+            else:  # e.g. the topic or an offset is gone, or not authorised: count, log, go on
+                self.metrics.errors.labels("poll").inc()
+                self.link.on_error(error)
+        return records
 
     def _watch_connection(self) -> None:
         now = time.monotonic()
-        connected = broker_connected(self.consumer)
-        assignment = set(self.tracker.assigned)  # not consumer.assignment(): stale during a rebalance
-        rebalancing = self.tracker.rebalancing_since
-        if assignment != self._assignment:
-            self._assignment = set(assignment)
-            self.metrics.set_partitions(tp.partition for tp in assignment)
+        connected = self.link.connected
         if connected != self.health.broker_connected:
             log.log(
                 logging.INFO if connected else logging.WARNING,
                 "broker reachable" if connected else "broker unreachable",
             )
         self.health.broker_connected = connected
-        self.health.assigned = bool(assignment) and rebalancing is None
+        self.health.assigned = bool(self._assigned) and self._rebalancing_since is None
         self.metrics.ready.set(1 if self.health.ready() else 0)
+        if self.link.lag is not self._lag:
+            self._lag = self.link.lag
+            for partition, lag in self._lag.items():
+                self.metrics.set_lag(partition, lag)
         if connected:
             self._last_connected = now
         elif now - self._last_connected > self.settings.broker_timeout:
             raise FatalError(
                 f"broker unreachable for more than --broker-timeout={self.settings.broker_timeout} s"
             )
+        rebalancing = self._rebalancing_since
         if rebalancing is not None and now - rebalancing > self.settings.broker_timeout:
-            # Seen with kafka-python 3.0.12 after partitions were added: a member revoked its
-            # partitions, never completed the join, and the group went on without it. A fresh
-            # consumer (the pod's restart) joins at once.
             raise FatalError(
-                f"group rebalance not completed within --broker-timeout={self.settings.broker_timeout} s"
+                f"no partitions assigned and no rebalance completed within "
+                f"--broker-timeout={self.settings.broker_timeout} s"
             )
+
+    # --- rebalance callbacks: run inside consume()/poll(), on this thread ----------------------
+
+    def _on_assign(self, _consumer: Any, assigned: list[TopicPartition]) -> None:
+        self._assigned |= {(tp.topic, tp.partition) for tp in assigned}
+        self._rebalancing_since = None
+        self.link.connected = True  # the coordinator just answered
+        self.metrics.set_partitions(p for _, p in self._assigned)
+        if assigned:
+            log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})
+
+    def _on_revoke(self, _consumer: Any, revoked: list[TopicPartition]) -> None:
+        """Before partitions move: commit what is acknowledged, forget the rest (the next owner redoes it)."""
+        if self._rebalancing_since is None:
+            self._rebalancing_since = time.monotonic()
+        if not self.settings.exactly_once:
+            try:
+                if len(self.in_flight):
+                    with self.watchdog.guard("flush before revoke", self.settings.kafka_timeout + 5):
+                        self.producer.flush(self.settings.kafka_timeout)
+                    offsets, _ = self.in_flight.retire()
+                    self._committable.update(offsets)
+                if self._committable:
+                    self.consumer.commit(offsets=partitions(self._committable), asynchronous=False)
+            except KafkaException as exc:
+                self.metrics.errors.labels("commit").inc()
+                log.warning(
+                    "commit before revoke failed; records may be re-processed", extra={"error": repr(exc)}
+                )
+            self.in_flight.clear()
+        self._committable = {}
+        self._forget(revoked)
+        if revoked:
+            log.info("partitions revoked", extra={"partitions": sorted(tp.partition for tp in revoked)})
+
+    def _on_lost(self, _consumer: Any, lost: list[TopicPartition]) -> None:
+        """Partitions taken away without a revoke (session expired): nothing may be committed."""
+        if self._rebalancing_since is None:
+            self._rebalancing_since = time.monotonic()
+        self.in_flight.clear()
+        self._committable = {}
+        self._forget(lost)
+        log.warning("partitions lost", extra={"partitions": sorted(tp.partition for tp in lost)})
+
+    def _forget(self, gone: list[TopicPartition]) -> None:
+        self._assigned -= {(tp.topic, tp.partition) for tp in gone}
+        self.metrics.set_partitions(p for _, p in self._assigned)
+
+    # --- model reload --------------------------------------------------------------------------
 
     def _maybe_reload(self) -> None:
         if not self.settings.reload_interval or time.monotonic() < self._next_reload:
@@ -172,11 +264,19 @@ class Worker:
             },
         )
 
-    def _process(self, records: dict[TopicPartition, list[Any]]) -> None:
-        flat = [r for recs in records.values() for r in recs]
+    # --- one batch -----------------------------------------------------------------------------
+
+    def _process(self, records: list[Record]) -> None:
+        first: Offsets = {}
+        after: Offsets = {}
+        for r in records:
+            tp = (r.topic, r.partition)
+            if tp not in first:
+                first[tp] = r.offset
+            after[tp] = r.offset + 1
         model = self.model  # one model per batch, even if a reload lands later
         try:
-            batch = self.decoder.decode(flat)
+            batch = self.decoder.decode(records)
         except Exception as exc:  # every record has a reason code; an exception here is a bug
             self.metrics.errors.labels("decode").inc()
             raise FatalError(f"decoding a batch failed unexpectedly: {exc!r}") from exc
@@ -188,93 +288,165 @@ class Worker:
             except Exception:
                 self.metrics.errors.labels("score").inc()
                 log.exception("scoring failed; the batch will be re-processed")
-                self._rewind(records)
+                self._rewind(first)
                 return
         outputs = self.outputs.build(batch.meta, scores, model.threshold, model.version, batch.rejects)
-        offsets = next_offsets(records)
+
+        def count() -> None:
+            self._count(len(records), batch, scores, outputs.anomaly)
+
         if self.settings.exactly_once:
-            done = self._commit_transaction(outputs.records, offsets)
-        else:
-            done = self._publish_then_commit(outputs.records, offsets)
-        if not done:
-            self._failed_batches += 1
-            if self._failed_batches >= MAX_FAILED_BATCHES:
-                raise FatalError(f"{self._failed_batches} batches in a row could not be published")
-            self._rewind(records)
+            if self._commit_transaction(outputs.records, after):
+                self._failed_batches = 0
+                count()
+            else:
+                self._failed(first)
             return
-        self._failed_batches = 0
-        self._count(flat, batch, scores, outputs.anomaly)
-        self._update_lag(offsets)
+        flight = Batch(first, after, len(records), len(outputs.records), count)
+        self.in_flight.add(flight)
+        self._send(outputs.records, flight.delivered, flight)
+        self.producer.poll(0)
 
-    def _publish_then_commit(self, out: list[Any], offsets: dict[TopicPartition, Any]) -> bool:
-        try:
-            send_all(self.producer, out, self.settings.kafka_timeout)
-        except Exception as exc:
-            self.metrics.errors.labels("produce").inc()
-            log.error(
-                "publishing outputs failed; offsets not committed, batch will be re-processed",
-                extra={"error": repr(exc)},
-            )
-            return False
-        # Asynchronous: the outputs are acknowledged, so a lost commit only means re-processing
-        # (duplicates keep their event ids). The final commit on drain is synchronous.
-        owned = self.consumer.assignment()
-        offsets = {tp: om for tp, om in offsets.items() if tp in owned}
-        self._processed.update(offsets)
-        self.consumer.commit_async(offsets, callback=self._on_commit)
-        return True
+    def _send(
+        self, out: list[OutRecord], on_delivery: Callable[..., None] | None, flight: Batch | None = None
+    ) -> None:
+        """Hand every output to the client; a full local queue waits for acknowledgements."""
+        produce = self.producer.produce
+        for i, r in enumerate(out):
+            while True:
+                try:
+                    produce(
+                        r.topic,
+                        r.value,
+                        r.key,
+                        headers=r.headers,
+                        timestamp=max(r.timestamp_ms or 0, 0),  # 0: now
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+                except KafkaException as exc:
+                    if flight is None:
+                        raise
+                    flight.unsent(len(out) - i, exc)
+                    return
 
-    def _on_commit(self, offsets: Any, response: Any) -> None:
-        """Commit result, on the client's IO thread: only count and log."""
-        if isinstance(response, BaseException):
-            self.metrics.errors.labels("commit").inc()
-            log.warning(
-                "offset commit failed; these records may be re-processed", extra={"error": repr(response)}
-            )
+    def _settle(self) -> None:
+        """At-least-once: commit what is acknowledged; recover from a failed output; bound the backlog.
 
-    def _final_commit(self) -> None:
-        owned = self.consumer.assignment()
-        offsets = {tp: om for tp, om in self._processed.items() if tp in owned}
+        Commits are asynchronous and at most one per ``--commit-interval-ms``: one per batch
+        would be hundreds a second on a trickle, each a write to ``__consumer_offsets``.
+        """
+        if self.settings.exactly_once:
+            return
+        while len(self.in_flight):
+            self.producer.poll(0)
+            offsets, failed = self.in_flight.retire()
+            if offsets:
+                self._failed_batches = 0
+                self._committable.update(offsets)
+            if failed is not None:
+                self._recover(failed)
+                break
+            if not self.in_flight.full():
+                break
+            self.health.beat()
+            self.producer.poll(0.05)  # wait for acknowledgements before taking more input
+        if self._committable and time.monotonic() >= self._next_commit:
+            self._next_commit = time.monotonic() + self.settings.commit_interval_ms / 1000
+            self.consumer.commit(offsets=partitions(self._committable), asynchronous=True)
+            self._committable = {}
+
+    def _recover(self, failed: Batch) -> None:
+        self.metrics.errors.labels("produce").inc()
+        log.error(
+            "publishing outputs failed; offsets not committed, batch will be re-processed",
+            extra={"error": str(failed.error)},
+        )
+        with self.watchdog.guard("flush after a failed output", self.settings.kafka_timeout + 5):
+            self.producer.flush(self.settings.kafka_timeout)  # let the others land; their dupes are harmless
+        self._failed(self.in_flight.clear())
+
+    def _failed(self, rewind: Offsets) -> None:
+        self._failed_batches += 1
+        if self._failed_batches >= MAX_FAILED_BATCHES:
+            raise FatalError(f"{self._failed_batches} batches in a row could not be published")
+        self._rewind(rewind)
+
+    def _drain(self) -> None:
+        """At-least-once stop: wait for the outputs sent, commit what they made safe, synchronously."""
+        if len(self.in_flight):
+            self.producer.flush(max(self.settings.drain_timeout - 3, 1))
+        offsets, failed = self.in_flight.retire()
+        if failed is not None:
+            log.error("outputs failed during the drain; their records will be re-processed")
+        offsets = {**self._committable, **offsets}
+        self._committable = {}
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets, timeout_ms=int(self.settings.kafka_timeout * 1000))
-            log.info("final offsets committed", extra={"partitions": sorted(tp.partition for tp in offsets)})
-        except Exception as exc:
+            self.consumer.commit(offsets=partitions(offsets), asynchronous=False)
+            log.info("final offsets committed", extra={"partitions": sorted(p for _, p in offsets)})
+        except KafkaException as exc:
             self.metrics.errors.labels("commit").inc()
             log.error("final offset commit failed; records may be re-processed", extra={"error": repr(exc)})
 
-    def _commit_transaction(self, out: list[Any], offsets: dict[TopicPartition, Any]) -> bool:
+    def _commit_transaction(self, out: list[OutRecord], after: Offsets) -> bool:
         timeout = self.settings.kafka_timeout
         try:
             self.producer.begin_transaction()
-            send_all(self.producer, out, timeout)
-            with self.watchdog.guard("send_offsets_to_transaction", timeout):
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
-            with self.watchdog.guard("commit_transaction", timeout):
-                self.producer.commit_transaction()
+            self._send(out, None)
+            metadata = self.consumer.consumer_group_metadata()
+            self._transactional(
+                "send_offsets_to_transaction",
+                lambda t: self.producer.send_offsets_to_transaction(partitions(after), metadata, t),
+            )
+            self._transactional("commit_transaction", self.producer.commit_transaction)
             return True
         except Exception as exc:
-            if _fenced(exc):  # a fenced producer cannot abort either: restart
-                raise FatalError(
-                    f"producer fenced ({exc!r}): another instance owns this transactional id", 3
-                ) from exc
+            if fatal(exc):  # fenced, or the producer is otherwise unusable: restart
+                code = 3 if fenced(exc) else 1
+                what = (
+                    "producer fenced: another instance owns this transactional id"
+                    if code == 3
+                    else ("transactional producer failed fatally")
+                )
+                raise FatalError(f"{what} ({exc!r})", code) from exc
             self.metrics.errors.labels("transaction").inc()
             log.error("transaction failed; aborting, batch will be re-processed", extra={"error": repr(exc)})
         try:
-            with self.watchdog.guard("abort_transaction", timeout):
-                self.producer.abort_transaction()
+            with self.watchdog.guard("abort_transaction", timeout + 5):
+                self.producer.abort_transaction(timeout)
         except Exception as exc:
             raise FatalError(
-                f"aborting the transaction failed ({exc!r}); restarting is the safe way out"
+                f"aborting the transaction failed ({exc!r}); restarting is the safe way out",
+                3 if fenced(exc) else 1,
             ) from exc
         return False
 
-    def _rewind(self, records: dict[TopicPartition, list[Any]]) -> None:
-        owned = self.consumer.assignment()
-        for tp, recs in records.items():
-            if recs and tp in owned:
-                self.consumer.seek(tp, recs[0].offset)
+    def _transactional(self, name: str, call: Callable[[float], None]) -> None:
+        """A transactional call, retried while librdkafka says the error is retriable (e.g. a timeout)."""
+        deadline = time.monotonic() + self.settings.kafka_timeout
+        while True:
+            left = max(deadline - time.monotonic(), 0.1)
+            try:
+                with self.watchdog.guard(name, left + 5):
+                    call(left)
+                return
+            except KafkaException as exc:
+                error = kafka_error(exc)
+                if error is None or not error.retriable() or time.monotonic() >= deadline:
+                    raise
+
+    def _rewind(self, rewind: Offsets) -> None:
+        for (topic, partition), offset in rewind.items():
+            if (topic, partition) not in self._assigned:
+                continue
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # moved away meanwhile: its next owner starts from the commit
+                log.warning("rewind failed", extra={"partition": partition, "error": repr(exc)})
         self._sleep(RETRY_BACKOFF)
 
     def _sleep(self, seconds: float) -> None:
@@ -283,15 +455,12 @@ class Worker:
         while not self._stopping and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def _count(
-        self, flat: list[Any], batch: DecodedBatch, scores: Scores | None, anomaly: np.ndarray
-    ) -> None:
+    def _count(self, consumed: int, batch: DecodedBatch, scores: Scores | None, anomaly: np.ndarray) -> None:
         m = self.metrics
-        m.consumed.inc(len(flat))
+        m.consumed.inc(consumed)
         m.batches.inc()
         for reject in batch.rejects:
             m.dead_letters.labels(reject.reason.value).inc()
-            log.debug("dead-lettered", extra={"reason": reject.reason.value})
         if batch.rejects:
             first = batch.rejects[0].record
             log.info(
@@ -320,24 +489,13 @@ class Worker:
             if beat.label is not None:
                 m.labelled.labels(beat.label, "anomaly" if flag else "normal").inc()
 
-    def _update_lag(self, offsets: dict[TopicPartition, Any]) -> None:
-        for tp, om in offsets.items():
-            end = self.consumer.highwater(tp)
-            if end is not None:
-                self.metrics.set_lag(tp.partition, end - om.offset)
 
+def commit_reporter(metrics: WorkerMetrics) -> Callable[[Any, Any], None]:
+    """The consumer's ``on_commit``: results of commits, asynchronous ones included; only count and log."""
 
-_FENCED = (ProducerFencedError, InvalidProducerEpochError)
+    def on_commit(error: Any, _partitions: Any) -> None:
+        if error is not None:
+            metrics.errors.labels("commit").inc()
+            log.warning("offset commit failed; records may be re-processed", extra={"error": str(error)})
 
-
-def _fenced(exc: BaseException) -> bool:
-    """Whether ``exc`` is fencing: kafka-python raises it directly or wraps it in a ``KafkaError``
-    (as an argument, e.g. a send after the sender hit ProducerFencedError, or as the cause)."""
-    chain: BaseException | None = exc
-    for _ in range(5):
-        if chain is None:
-            return False
-        if isinstance(chain, _FENCED) or any(isinstance(arg, _FENCED) for arg in chain.args):
-            return True
-        chain = chain.__cause__ or chain.__context__
-    return False
+    return on_commit

@@ -149,12 +149,21 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "linger_ms",
         "ECG_LINGER_MS",
-        100,
-        "producer linger (ms); every batch's outputs are flushed when it is published, so this only "
-        "packs one batch's outputs into fewer requests and never delays them past the batch",
+        5,
+        "producer linger (ms): how long outputs may wait to share a request with others",
         int,
         check=_non_negative,
         check_text="zero or more",
+    ),
+    Option(
+        "commit_interval_ms",
+        "ECG_COMMIT_INTERVAL_MS",
+        100,
+        "at-least-once: commit acknowledged offsets at most this often (ms; a crash re-processes at "
+        "most this much more); exactly-once commits one transaction per batch",
+        int,
+        check=_positive,
+        check_text="a positive integer",
     ),
     Option(
         "max_record_bytes",

@@ -65,6 +65,7 @@ class WorkerSettings:
     max_wait_ms: int
     fetch_max_wait_ms: int
     linger_ms: int
+    commit_interval_ms: int
     max_record_bytes: int
     inference_threads: int
     session_timeout_ms: int
