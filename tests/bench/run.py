@@ -9,9 +9,9 @@ machine and on whatever else runs on it, so the load average is recorded
 with every part and ratios are only taken within one run.
 
 Parts: ``kernel`` (onnxruntime vs Keras), ``throughput`` (worker vs the
-kafka-python passthrough ceiling vs a naive Keras worker, JSON and binary, plus
-normal-beats-only feeds), ``confluent`` (the passthrough ceiling with
-confluent-kafka, if installed), ``scaleout`` (1 vs 2 worker processes, 4
+passthrough ceiling of its own client vs a naive Keras worker, JSON and binary,
+plus normal-beats-only feeds), ``kafka_python`` (the passthrough ceiling of the
+worker's previous client, kafka-python), ``scaleout`` (1 vs 2 worker processes, 4
 partitions), ``latency`` (2,000 beats/s from 1,000 sources), ``ready`` (time to
 ready; memory comes from the throughput runs).
 """
@@ -19,7 +19,6 @@ ready; memory comes from the throughput runs).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -37,7 +36,7 @@ from tests.bench.common import Feed, create_topics, fill, run_module, unique
 from tests.bench.report import table
 from tests.support.broker import REPO, LocalBroker
 
-PARTS = ("kernel", "throughput", "confluent", "scaleout", "latency", "ready")
+PARTS = ("kernel", "throughput", "kafka_python", "scaleout", "latency", "ready")
 
 
 def _model(arg: Path | None) -> Path:
@@ -85,15 +84,20 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="model.onnx with model.keras beside it")
     parser.add_argument("--beats", type=int, default=200_000, help="beats per pre-filled feed")
     parser.add_argument("--rate", type=float, default=2000.0, help="beats/s of the latency run")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured length of the latency run")
+    parser.add_argument(
+        "--warmup", type=float, default=15.0, help="seconds at the same rate before measuring"
+    )
     parser.add_argument("--sources", type=int, default=1000, help="sources of the latency run")
     parser.add_argument("--naive-seconds", type=float, default=15.0, help="length of each naive-worker run")
-    parser.add_argument("--quick", action="store_true", help="40,000 beats, 10 s latency, 5 s naive runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="40,000 beats, 10 s latency after 10 s warm-up, 5 s naive runs"
+    )
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="run some parts")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "bench.json")
     args = parser.parse_args()
     if args.quick:
-        args.beats, args.seconds, args.naive_seconds = 40_000, 10.0, 5.0
+        args.beats, args.seconds, args.naive_seconds, args.warmup = 40_000, 10.0, 5.0, 10.0
 
     from tests.support.artifact import load_test_split
 
@@ -122,7 +126,7 @@ def main() -> None:
         if "kernel" in args.only:
             part("kernel", run_module, "tests.bench.naive", "kernel", "--model", str(model))
         feeds: dict[str, Feed] = {}
-        if {"throughput", "confluent", "scaleout"} & set(args.only):
+        if {"throughput", "kafka_python", "scaleout"} & set(args.only):
             for kind, binary in (("json", False), ("binary", True)):
                 feeds[kind] = fill(bootstrap, admin, beats, args.beats, binary, sources=50)
                 if "throughput" in args.only:
@@ -130,26 +134,26 @@ def main() -> None:
                     feeds[f"{kind}_normal_only"] = fill(bootstrap, admin, normal, args.beats, binary, 50)
         if "throughput" in args.only:
             for kind in ("json", "binary"):
-                part(f"passthrough_{kind}", _passthrough, bootstrap, admin, feeds[kind], "kafka-python")
+                part(f"passthrough_{kind}", _passthrough, bootstrap, admin, feeds[kind], "worker")
                 part(f"worker_{kind}", wt.throughput, bootstrap, model, admin, feeds[kind], logs)
                 part(f"naive_{kind}", _naive, bootstrap, admin, model, feeds[kind], args.naive_seconds)
             for kind in ("json_normal_only", "binary_normal_only"):
                 part(f"worker_{kind}", wt.throughput, bootstrap, model, admin, feeds[kind], logs)
-        if "confluent" in args.only and importlib.util.find_spec("confluent_kafka") is not None:
+        if "kafka_python" in args.only:
             for kind in ("json", "binary"):
                 part(
-                    f"confluent_passthrough_{kind}",
+                    f"kafka_python_passthrough_{kind}",
                     _passthrough,
                     bootstrap,
                     admin,
                     feeds[kind],
-                    "confluent-kafka",
+                    "kafka-python",
                 )
         if "scaleout" in args.only:
             for n in (1, 2):
                 part(f"scaleout_{n}", wt.throughput, bootstrap, model, admin, feeds["binary"], logs, n)
         if "latency" in args.only:
-            lat = (args.rate, args.seconds, args.sources, logs)
+            lat = (args.rate, args.seconds, args.sources, logs, args.warmup)
             part("latency", wt.latency, bootstrap, model, admin, beats, *lat)
         if "ready" in args.only:
             part("time_to_ready", wt.time_to_ready, bootstrap, model, admin, 3, logs)

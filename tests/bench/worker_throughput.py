@@ -33,6 +33,7 @@ from tests.bench.common import (
 from tests.support.worker import WorkerProcess, wait_for
 
 ANOMALY = 'ecg_beats_scored_total{outcome="anomaly"}'
+LATENCY = "ecg_end_to_end_latency_seconds"
 
 
 def throughput(
@@ -101,15 +102,19 @@ def latency(
     seconds: float,
     sources: int,
     logs: Path,
+    warmup: float = 15.0,
     **options: Any,
 ) -> dict[str, Any]:
-    """A steady JSON feed at ``rate`` beats/s from ``sources`` sources.
+    """A steady JSON feed at ``rate`` beats/s from ``sources`` sources; ``warmup`` s, then ``seconds`` timed.
 
     Two independent measures: the worker's own ``ecg_end_to_end_latency_seconds``
-    histogram (record timestamp → outputs acknowledged, every beat), and a
-    downstream reader of the anomaly topic that takes, per event, the input
-    record's timestamp (set by the feed's producer at ``send``) → the moment the
-    event reached it. The first second is skipped as warm-up.
+    histogram (record timestamp → outputs acknowledged, every beat; the
+    difference between snapshots at the start and end of the measured window),
+    and a downstream reader of the anomaly topic that takes, per event, the
+    input record's timestamp (set by the feed's producer at ``send``) → the
+    moment the event reached it. The warm-up is at the same rate: a broker JVM
+    that has not yet compiled its hot paths answers in hundreds of ms at first
+    (measured on this machine), which is the broker's start, not the steady state.
     """
     topic, anomalies, dlq = unique("bench-lat-in"), unique("bench-lat-anom"), unique("bench-lat-dlq")
     create_topics(admin, topic, anomalies, dlq)
@@ -129,7 +134,10 @@ def latency(
         consumer.close(timeout_ms=2000)
 
     reader = threading.Thread(target=read)
-    total = int(rate * seconds)
+    total = int(rate * (warmup + seconds))
+    warm = int(rate * warmup)
+    before: dict[str, float] = {}
+    measure_from_ms = 0.0
     try:
         w.wait_ready()
         reader.start()
@@ -139,6 +147,8 @@ def latency(
         encoded = [m.encode_beat_json(keys[i % sources], b) for i, b in enumerate(beats)]
         start = time.monotonic()
         for i in range(total):
+            if i == warm:
+                before, measure_from_ms = w.metrics(), time.time() * 1000
             source = i % sources
             producer.send(topic, key=keys[source].encode(), value=encoded[i % len(encoded)], headers=headers)
             ahead = (i + 1) / rate - (time.monotonic() - start)
@@ -149,29 +159,30 @@ def latency(
         producer.close()
         wait_for(lambda: w.metrics()["ecg_beats_consumed_total"] >= total, 120, "every beat consumed")
         metrics = w.metrics()
+        window = {k: v - before.get(k, 0.0) for k, v in metrics.items() if k.startswith(LATENCY + "_bucket")}
         wait_for(lambda: len(received) >= metrics[ANOMALY], 30, "every event")
     finally:
         stop.set()
         if reader.is_alive():
             reader.join()
         w.stop()
-    first = min(ts for ts, _ in received)
-    lat = np.array([seen - ts for ts, seen in received if ts - first > 1000])
+    lat = np.array([seen - ts for ts, seen in received if ts >= measure_from_ms])
     p50, p95, p99 = (round(float(np.percentile(lat, q)), 1) for q in (50, 95, 99))
-    name = "ecg_end_to_end_latency_seconds"
     return {
         "rate": rate,
         "sent_rate": round(sent_rate),
         "sources": sources,
+        "warmup_s": warmup,
+        "measured_s": seconds,
         "beats": total,
         "events_measured": int(lat.size),
         "p50_ms": p50,
         "p95_ms": p95,
         "p99_ms": p99,
         "max_ms": round(float(lat.max()), 1),
-        "worker_histogram_p50_ms": histogram_quantile(metrics, name, 0.5),
-        "worker_histogram_p95_ms": histogram_quantile(metrics, name, 0.95),
-        "worker_histogram_p99_ms": histogram_quantile(metrics, name, 0.99),
+        "worker_histogram_p50_ms": histogram_quantile(window, LATENCY, 0.5),
+        "worker_histogram_p95_ms": histogram_quantile(window, LATENCY, 0.95),
+        "worker_histogram_p99_ms": histogram_quantile(window, LATENCY, 0.99),
     }
 
 
