@@ -31,6 +31,7 @@ headers and timestamp untouched, followed by these headers (UTF-8 text):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -69,6 +70,7 @@ DLQ_FAILED_AT = "ecg.dlq.failed_at"
 
 # Namespace of the deterministic event ids (uuid5 of "topic/partition/offset").
 EVENT_ID_NAMESPACE = uuid.UUID("6f1d2c52-3a5e-5b0e-9c36-6b8a3e0c4d21")
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
 
 # Severity from ratio = score / threshold (anomaly means ratio > 1):
 # low (1, 1.5], medium (1.5, 2.5], high (2.5, 4], critical above 4.
@@ -95,8 +97,18 @@ DEAD_LETTER_REASONS: tuple[str, ...] = tuple(r.value for r in DeadLetterReason)
 
 
 def event_id(topic: str, partition: int, offset: int) -> str:
-    """The anomaly event id: a UUIDv5 of the input coordinates, so a re-processed beat keeps its id."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{topic}/{partition}/{offset}"))
+    """The anomaly event id: a UUIDv5 of the input coordinates, so a re-processed beat keeps its id.
+
+    Equal to ``str(uuid.uuid5(EVENT_ID_NAMESPACE, "topic/partition/offset"))`` (tested), without
+    building a ``UUID`` object: a third of the cost of an anomaly event went there.
+    """
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + f"{topic}/{partition}/{offset}".encode()).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def severity(score: float, threshold: float) -> str:

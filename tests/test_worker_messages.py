@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import jsonschema
 import numpy as np
 import orjson
@@ -40,6 +42,9 @@ def test_binary_beat_is_little_endian_float32() -> None:
 
 def test_event_id_is_deterministic_per_input_coordinate() -> None:
     assert m.event_id("ecg.beats", 0, 5) == m.event_id("ecg.beats", 0, 5)
+    for topic, partition, offset in (("ecg.beats", 0, 5), ("t", 11, 2**40), ("bëats/ünicode", 3, 0)):
+        name = f"{topic}/{partition}/{offset}"
+        assert m.event_id(topic, partition, offset) == str(uuid.uuid5(m.EVENT_ID_NAMESPACE, name))
     assert len({m.event_id("ecg.beats", p, o) for p in range(3) for o in range(100)}) == 300
 
 
