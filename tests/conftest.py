@@ -1,4 +1,4 @@
-"""Session-wide real Kafka broker and per-test factories for unique names."""
+"""Session-wide real Kafka broker, per-test factories for unique names, workers on fresh topics."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from tests.support.broker import BrokerUnavailable, LocalBroker, docker_engine_answers
+from tests.support.worker import WorkerProcess
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +74,33 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.artifact import build_small_artifact
 
     return build_small_artifact(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture
+def worker_factory(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str], tmp_path: Path
+):
+    """Start workers on fresh topics; every one is stopped at the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start(model: Path, topic: str | None = None, partitions: int = 3, **options: object) -> WorkerProcess:
+        topics = {
+            "anomaly_topic": topic_factory(partitions=partitions, prefix="anomalies"),
+            "scores_topic": topic_factory(partitions=partitions, prefix="scores"),
+            "dlq_topic": topic_factory(partitions=1, prefix="dlq"),
+        }
+        topics.update(options)  # type: ignore[arg-type]
+        worker = WorkerProcess(
+            kafka_bootstrap,
+            model,
+            topic or topic_factory(partitions=partitions, prefix="beats"),
+            group_factory("worker"),
+            tmp_path / f"worker-{len(started)}.log",
+            **topics,
+        )
+        started.append(worker.start())
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

@@ -16,7 +16,7 @@ import yaml
 from tests.support.artifact import build_small_artifact, load_test_split
 from tests.support.broker import REPO
 from tests.support.tools import require_tool
-from tests.support.worker import WorkerProcess, produce_beats, produce_raw, wait_for
+from tests.support.worker import produce_beats, produce_raw, wait_for
 
 RULE = REPO / "deploy" / "k8s" / "base" / "prometheusrule.yaml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "ecg-anomaly.rules.test.yml"
@@ -79,22 +79,11 @@ def test_dashboard_panels_query_known_series() -> None:
 
 @pytest.mark.kafka
 def test_a_running_worker_exports_every_metric_alerts_and_dashboard_read(
-    kafka_bootstrap: str,
-    topic_factory: Callable[..., str],
-    group_factory: Callable[..., str],
-    tmp_path: Path,
+    kafka_bootstrap: str, topic_factory: Callable[..., str], worker_factory, tmp_path: Path
 ) -> None:
     model = build_small_artifact(tmp_path / "model")
     beats_topic = topic_factory(partitions=2, prefix="beats")
-    worker = WorkerProcess(
-        kafka_bootstrap,
-        model,
-        beats_topic,
-        group_factory("worker"),
-        tmp_path / "worker.log",
-        anomaly_topic=topic_factory(prefix="anomalies"),
-        dlq_topic=topic_factory(prefix="dlq"),
-    ).start()
+    worker = worker_factory(model, beats_topic, scores_topic="")
     try:
         worker.wait_ready()
         beats, labels = load_test_split()

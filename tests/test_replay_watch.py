@@ -19,7 +19,7 @@ from ecg_anomaly.faults import FAULT_HEADER, FAULT_KINDS
 from ecg_anomaly.live_stats import parse_snapshot
 from schemas import messages as m
 from tests.support.artifact import build_small_artifact, load_test_split
-from tests.support.worker import WorkerProcess, read_topic, wait_for
+from tests.support.worker import read_topic, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -84,7 +84,7 @@ def test_replay_binary_from_a_file_in_a_loop(
 def test_bad_records_are_dead_lettered_with_their_reasons_and_watch_prints_both_topics(
     kafka_bootstrap: str,
     topic_factory: Callable[..., str],
-    group_factory: Callable[..., str],
+    worker_factory,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -92,15 +92,7 @@ def test_bad_records_are_dead_lettered_with_their_reasons_and_watch_prints_both_
     beats_topic = topic_factory(partitions=3, prefix="beats")
     anomalies = topic_factory(partitions=2, prefix="anomalies")
     dlq = topic_factory(partitions=1, prefix="dlq")
-    worker = WorkerProcess(
-        kafka_bootstrap,
-        model,
-        beats_topic,
-        group_factory("worker"),
-        tmp_path / "worker.log",
-        anomaly_topic=anomalies,
-        dlq_topic=dlq,
-    ).start()
+    worker = worker_factory(model, beats_topic, anomaly_topic=anomalies, dlq_topic=dlq, scores_topic="")
     try:
         worker.wait_ready()
         assert (

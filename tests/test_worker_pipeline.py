@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import threading
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -26,36 +25,6 @@ pytestmark = pytest.mark.kafka
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_small_artifact(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture
-def worker_factory(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str], tmp_path: Path
-):
-    """Start workers on fresh topics; every one is stopped at the end of the test."""
-    started: list[WorkerProcess] = []
-
-    def start(model: Path, topic: str | None = None, partitions: int = 3, **options: object) -> WorkerProcess:
-        topics = {
-            "anomaly_topic": topic_factory(partitions=partitions, prefix="anomalies"),
-            "scores_topic": topic_factory(partitions=partitions, prefix="scores"),
-            "dlq_topic": topic_factory(partitions=1, prefix="dlq"),
-        }
-        topics.update(options)  # type: ignore[arg-type]
-        worker = WorkerProcess(
-            kafka_bootstrap,
-            model,
-            topic or topic_factory(partitions=partitions, prefix="beats"),
-            group_factory("worker"),
-            tmp_path / f"worker-{len(started)}.log",
-            **topics,
-        )
-        started.append(worker.start())
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 def _offline(model: Path, beats: np.ndarray) -> tuple[np.ndarray, float]:
