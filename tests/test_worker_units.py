@@ -297,3 +297,22 @@ def test_fencing_and_fatal_errors_are_recognised() -> None:
     timeout = KafkaException(KafkaError(KafkaError._TIMED_OUT, retriable=True))
     assert not fenced(timeout) and not fatal(timeout)
     assert not fenced(RuntimeError("not a Kafka error"))
+
+
+def test_repeated_client_log_lines_are_rate_limited_and_counted() -> None:
+    import logging
+
+    from worker.logs import RepeatFilter
+
+    keep = RepeatFilter(seconds=30)
+
+    def line(message: str, at: float) -> logging.LogRecord:
+        record = logging.makeLogRecord({"msg": message})
+        record.created = at
+        return record
+
+    refused = [line(f"Connect to 127.0.0.1:{9000 + i} failed after {i} ms", 100 + i) for i in range(20)]
+    assert [keep.filter(r) for r in refused] == [True] + [False] * 19  # one kind, whatever the numbers
+    assert keep.filter(line("Disconnected: connection reset", 101))  # another kind passes
+    later = line("Connect to 127.0.0.1:9 failed after 1 ms", 131)
+    assert keep.filter(later) and later.suppressed == 19

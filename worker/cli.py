@@ -73,19 +73,19 @@ def _serve(settings: WorkerSettings, started: float) -> int:
         },
     )
     metrics = WorkerMetrics()
-    health = HealthState(settings.liveness_timeout)
+    watchdog = Watchdog()
+    health = HealthState(settings.liveness_timeout, watchdog.busy_for)
     try:
         server = HealthServer(settings.http_host, settings.http_port, health, metrics)
     except OSError as exc:
         raise EcgAnomalyError(f"--http-port {settings.http_port}: cannot listen ({exc.strerror})") from exc
     server.start()
     log.info("http endpoints up", extra={"port": server.port})
-    watchdog = Watchdog()
     with ExitStack() as cleanup:
         cleanup.callback(server.stop)
-        producer = _producer(settings, watchdog)
-        cleanup.callback(_close, "producer", lambda: producer.flush(CLOSE_TIMEOUT))
         link = BrokerLink()
+        producer = _producer(settings, watchdog, link)
+        cleanup.callback(_close, "producer", lambda: producer.flush(CLOSE_TIMEOUT))
         consumer = make_consumer(settings, link, commit_reporter(metrics))
         cleanup.callback(_close, "consumer", consumer.close)
         worker = Worker(settings, model, consumer, producer, metrics, health, watchdog, link)
@@ -103,10 +103,10 @@ def _serve(settings: WorkerSettings, started: float) -> int:
     return 0
 
 
-def _producer(settings: WorkerSettings, watchdog: Watchdog) -> Producer:
+def _producer(settings: WorkerSettings, watchdog: Watchdog, link: BrokerLink) -> Producer:
     """The producer; for exactly-once with transactions initialised (retried while the broker is away)."""
     deadline = time.monotonic() + settings.broker_timeout
-    producer = make_producer(settings)
+    producer = make_producer(settings, link)
     if not settings.exactly_once:
         return producer
     while True:

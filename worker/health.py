@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from worker.metrics import WorkerMetrics
 
+BLOCKED_NOT_READY = 5.0  # seconds inside one Kafka call (e.g. a commit to a dead broker) → not ready
+
 
 class HealthState:
-    def __init__(self, liveness_timeout: float) -> None:
+    def __init__(self, liveness_timeout: float, kafka_busy_for: Callable[[], float] = lambda: 0.0) -> None:
         self.liveness_timeout = liveness_timeout
         self._heartbeat = time.monotonic()
         self.model_loaded = False
         self.broker_connected = False
         self.assigned = False
+        self.kafka_busy_for = kafka_busy_for  # the loop cannot update the rest while blocked in a call
 
     def beat(self) -> None:
         self._heartbeat = time.monotonic()
@@ -34,12 +38,19 @@ class HealthState:
         return self.heartbeat_age() < self.liveness_timeout
 
     def ready(self) -> bool:
-        return self.live() and self.model_loaded and self.broker_connected and self.assigned
+        return (
+            self.live()
+            and self.model_loaded
+            and self.broker_connected
+            and self.assigned
+            and self.kafka_busy_for() < BLOCKED_NOT_READY
+        )
 
     def describe(self) -> str:
         return (
             f"heartbeat_age={self.heartbeat_age():.2f}s model_loaded={self.model_loaded} "
-            f"broker_connected={self.broker_connected} assigned={self.assigned}\n"
+            f"broker_connected={self.broker_connected} assigned={self.assigned} "
+            f"kafka_call_seconds={self.kafka_busy_for():.1f}\n"
         )
 
 

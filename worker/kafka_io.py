@@ -161,10 +161,10 @@ def make_consumer(
     return Consumer(config)
 
 
-def make_producer(settings: WorkerSettings) -> Producer:
+def make_producer(settings: WorkerSettings, link: BrokerLink | None = None) -> Producer:
     timeout_ms = int(settings.kafka_timeout * 1000)
     config: dict[str, Any] = {
-        **_common(settings),
+        **_common(settings, link),
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": settings.linger_ms,
@@ -215,18 +215,24 @@ class Watchdog:
     """
 
     def __init__(self) -> None:
-        self._call: tuple[float, str] | None = None
+        self._call: tuple[float, str, float] | None = None  # (deadline, name, started)
         self._drain_until: float | None = None
         self._exit_code = WATCHDOG_EXIT
         threading.Thread(target=self._run, name="kafka-watchdog", daemon=True).start()
 
     @contextmanager
     def guard(self, name: str, seconds: float) -> Iterator[None]:
-        self._call = (time.monotonic() + seconds, name)
+        now = time.monotonic()
+        self._call = (now + seconds, name, now)
         try:
             yield
         finally:
             self._call = None
+
+    def busy_for(self) -> float:
+        """Seconds the current guarded call has been running (0 when none): readiness reads it."""
+        call = self._call
+        return 0.0 if call is None else time.monotonic() - call[2]
 
     def final_deadline(self, seconds: float, exit_code: int = WATCHDOG_EXIT) -> None:
         self._exit_code = exit_code

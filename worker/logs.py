@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 
@@ -28,6 +29,32 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class RepeatFilter(logging.Filter):
+    """Lets one line of a kind through per ``seconds``; the next one says how many were dropped.
+
+    librdkafka logs every failed reconnect (several a second while a broker is down); a kind is
+    the message with its numbers taken out (ports, timings, offsets).
+    """
+
+    _NUMBERS = re.compile(r"\d+")
+
+    def __init__(self, seconds: float = 30.0) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self._seen: dict[str, tuple[float, int]] = {}  # kind → (last emitted, suppressed since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = self._NUMBERS.sub("#", record.getMessage())
+        last, dropped = self._seen.get(kind, (-self.seconds, 0))
+        if record.created - last < self.seconds:
+            self._seen[kind] = (last, dropped + 1)
+            return False
+        if dropped:
+            record.suppressed = dropped
+        self._seen[kind] = (record.created, 0)
+        return True
+
+
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -35,3 +62,4 @@ def setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("kafka").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    logging.getLogger("librdkafka").addFilter(RepeatFilter())

@@ -180,6 +180,8 @@ class Worker:
                 f"broker unreachable for more than --broker-timeout={self.settings.broker_timeout} s"
             )
         rebalancing = self._rebalancing_since
+        if rebalancing is not None and not connected:
+            self._rebalancing_since = rebalancing = now  # no rebalance completes without a broker
         if rebalancing is not None and now - rebalancing > self.settings.broker_timeout:
             raise FatalError(
                 f"no partitions assigned and no rebalance completed within "
@@ -352,6 +354,7 @@ class Worker:
             if not self.in_flight.full():
                 break
             self.health.beat()
+            self._watch_connection()  # the producer's error callback reports a lost broker here
             self.producer.poll(0.05)  # wait for acknowledgements before taking more input
         if self._committable and time.monotonic() >= self._next_commit:
             self._next_commit = time.monotonic() + self.settings.commit_interval_ms / 1000
@@ -429,14 +432,14 @@ class Worker:
         """A transactional call, retried while librdkafka says the error is retriable (e.g. a timeout)."""
         deadline = time.monotonic() + self.settings.kafka_timeout
         while True:
-            left = max(deadline - time.monotonic(), 0.1)
+            left = deadline - time.monotonic()
             try:
-                with self.watchdog.guard(name, left + 5):
+                with self.watchdog.guard(name, left + 10):  # librdkafka may overrun its timeout a little
                     call(left)
                 return
             except KafkaException as exc:
                 error = kafka_error(exc)
-                if error is None or not error.retriable() or time.monotonic() >= deadline:
+                if error is None or not error.retriable() or deadline - time.monotonic() < 1:
                     raise
 
     def _rewind(self, rewind: Offsets) -> None:
