@@ -19,7 +19,7 @@ from tests.support.broker import REPO
 from worker.decode import BeatDecoder
 from worker.events import OutputBuilder
 from worker.inflight import Batch, InFlight
-from worker.kafka_io import BrokerLink, fatal, fenced, security_config
+from worker.kafka_io import BrokerLink, exit_code_for, fatal, fenced, security_config
 from worker.metrics import WorkerMetrics, observe_many
 from worker.model import Scores
 from worker.options import OPTIONS, SECRETS
@@ -286,7 +286,10 @@ def test_broker_link_reads_connectivity_and_lag_from_statistics() -> None:
     assert not link.connected  # a crashed broker: its connection is no longer UP
     link.connected = True
     link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
-    assert not link.connected
+    assert not link.connected and link.fatal is None
+    link.on_error(KafkaError(KafkaError.FENCED_INSTANCE_ID, fatal=True))  # the loop exits on this
+    assert link.fatal is not None and exit_code_for(link.fatal) == 1
+    assert exit_code_for(KafkaError(KafkaError._FENCED, fatal=True)) == 3
 
 
 def test_fencing_and_fatal_errors_are_recognised() -> None:

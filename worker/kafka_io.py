@@ -90,6 +90,7 @@ class BrokerLink:
     def __init__(self) -> None:
         self.connected = False
         self.lag: dict[int, int] = {}  # partition → messages behind the log end
+        self.fatal: KafkaError | None = None  # a client that reported this is unusable: restart
         self._last_error: dict[int, float] = {}
 
     def on_stats(self, raw: str) -> None:
@@ -109,6 +110,8 @@ class BrokerLink:
     def on_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.connected = False
+        if error.fatal() and self.fatal is None:
+            self.fatal = error
         now = time.monotonic()
         if now - self._last_error.get(error.code(), -1e9) > 30:  # one line per kind per 30 s
             self._last_error[error.code()] = now
@@ -184,6 +187,11 @@ def make_producer(settings: WorkerSettings, link: BrokerLink | None = None) -> P
 
 
 _FENCED = frozenset((KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH))
+
+
+def exit_code_for(error: KafkaError) -> int:
+    """3 when fenced (another instance took over this transactional id), else 1."""
+    return 3 if error.code() in _FENCED else 1
 
 
 def kafka_error(exc: BaseException) -> KafkaError | None:

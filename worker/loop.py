@@ -30,6 +30,7 @@ from worker.kafka_io import (
     BrokerLink,
     Record,
     Watchdog,
+    exit_code_for,
     fatal,
     fenced,
     kafka_error,
@@ -159,6 +160,14 @@ class Worker:
         return records
 
     def _watch_connection(self) -> None:
+        if self.link.fatal is not None:  # e.g. a static member fenced by its own rejoin after an outage
+            error, code = self.link.fatal, exit_code_for(self.link.fatal)
+            what = (
+                "producer fenced: another instance owns this transactional id"
+                if code == 3
+                else ("Kafka client failed fatally")
+            )
+            raise FatalError(f"{what}: {error.str()} ({error.name()})", code)
         now = time.monotonic()
         connected = self.link.connected
         if connected != self.health.broker_connected:
@@ -396,7 +405,6 @@ class Worker:
             log.error("final offset commit failed; records may be re-processed", extra={"error": repr(exc)})
 
     def _commit_transaction(self, out: list[OutRecord], after: Offsets) -> bool:
-        timeout = self.settings.kafka_timeout
         try:
             self.producer.begin_transaction()
             self._send(out, None)
@@ -419,8 +427,7 @@ class Worker:
             self.metrics.errors.labels("transaction").inc()
             log.error("transaction failed; aborting, batch will be re-processed", extra={"error": repr(exc)})
         try:
-            with self.watchdog.guard("abort_transaction", timeout + 5):
-                self.producer.abort_transaction(timeout)
+            self._transactional("abort_transaction", self.producer.abort_transaction)
         except Exception as exc:
             raise FatalError(
                 f"aborting the transaction failed ({exc!r}); restarting is the safe way out",
