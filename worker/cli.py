@@ -1,8 +1,9 @@
 """``ecg-anomaly worker``: wire settings, model, Kafka, metrics and probes together and run the loop.
 
 Exit codes: 0 clean stop (SIGTERM/SIGINT drained); 1 start-up failure (bad
-model, wrong sha256, port in use, broker never reachable) or broker gone past
-``--broker-timeout``; 2 invalid configuration; 3 producer fenced
+model, wrong sha256, port in use, broker never reachable), broker gone or no
+assignment past ``--broker-timeout``, outputs failing batch after batch, or a
+fatal Kafka client error; 2 invalid configuration; 3 producer fenced
 (exactly-once); 70 a guarded Kafka call or the drain overran (watchdog).
 """
 
