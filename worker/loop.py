@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from ecg_anomaly.errors import EcgAnomalyError
 from schemas.artifact import ArtifactError
@@ -161,13 +161,7 @@ class Worker:
 
     def _watch_connection(self) -> None:
         if self.link.fatal is not None:  # e.g. a static member fenced by its own rejoin after an outage
-            error, code = self.link.fatal, exit_code_for(self.link.fatal)
-            what = (
-                "producer fenced: another instance owns this transactional id"
-                if code == 3
-                else ("Kafka client failed fatally")
-            )
-            raise FatalError(f"{what}: {error.str()} ({error.name()})", code)
+            raise _client_failure(self.link.fatal)
         now = time.monotonic()
         connected = self.link.connected
         if connected != self.health.broker_connected:
@@ -315,14 +309,17 @@ class Worker:
             return
         flight = Batch(first, after, len(records), len(outputs.records), count)
         self.in_flight.add(flight)
-        self._send(outputs.records, flight.delivered, flight)
+        self._send(outputs.records, flight)
         self.producer.poll(0)
 
-    def _send(
-        self, out: list[OutRecord], on_delivery: Callable[..., None] | None, flight: Batch | None = None
-    ) -> None:
-        """Hand every output to the client; a full local queue waits for acknowledgements."""
+    def _send(self, out: list[OutRecord], flight: Batch | None = None) -> None:
+        """Hand every output to the client; a full local queue waits for acknowledgements.
+
+        With ``flight`` (at-least-once) deliveries are counted on it; without (a transaction),
+        failures surface at the commit.
+        """
         produce = self.producer.produce
+        on_delivery = flight.delivered if flight is not None else None
         for i, r in enumerate(out):
             while True:
                 try:
@@ -407,7 +404,7 @@ class Worker:
     def _commit_transaction(self, out: list[OutRecord], after: Offsets) -> bool:
         try:
             self.producer.begin_transaction()
-            self._send(out, None)
+            self._send(out)
             metadata = self.consumer.consumer_group_metadata()
             self._transactional(
                 "send_offsets_to_transaction",
@@ -416,14 +413,9 @@ class Worker:
             self._transactional("commit_transaction", self.producer.commit_transaction)
             return True
         except Exception as exc:
-            if fatal(exc):  # fenced, or the producer is otherwise unusable: restart
-                code = 3 if fenced(exc) else 1
-                what = (
-                    "producer fenced: another instance owns this transactional id"
-                    if code == 3
-                    else ("transactional producer failed fatally")
-                )
-                raise FatalError(f"{what} ({exc!r})", code) from exc
+            error = kafka_error(exc)
+            if error is not None and fatal(exc):  # fenced, or the producer is otherwise unusable
+                raise _client_failure(error) from exc
             self.metrics.errors.labels("transaction").inc()
             log.error("transaction failed; aborting, batch will be re-processed", extra={"error": repr(exc)})
         try:
@@ -509,3 +501,14 @@ def commit_reporter(metrics: WorkerMetrics) -> Callable[[Any, Any], None]:
             log.warning("offset commit failed; records may be re-processed", extra={"error": str(error)})
 
     return on_commit
+
+
+def _client_failure(error: KafkaError) -> FatalError:
+    """The exit for a Kafka client that reported itself unusable: 3 when fenced, else 1."""
+    code = exit_code_for(error)
+    what = (
+        "producer fenced: another instance owns this transactional id"
+        if code == 3
+        else ("Kafka client failed fatally")
+    )
+    return FatalError(f"{what}: {error.str()} ({error.name()})", code)
