@@ -7,7 +7,6 @@ topics, and reads its own Prometheus metrics.
 
 from __future__ import annotations
 
-import json
 import statistics
 import threading
 import time
@@ -15,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from schemas import messages as m
@@ -111,10 +111,15 @@ def latency(
     histogram (record timestamp → outputs acknowledged, every beat; the
     difference between snapshots at the start and end of the measured window),
     and a downstream reader of the anomaly topic that takes, per event, the
-    input record's timestamp (set by the feed's producer at ``send``) → the
+    input record's timestamp (set by the feed's producer at ``produce``) → the
     moment the event reached it. The warm-up is at the same rate: a broker JVM
     that has not yet compiled its hot paths answers in hundreds of ms at first
     (measured on this machine), which is the broker's start, not the steady state.
+
+    The feed and the reader are confluent-kafka clients: on two cores the load
+    generator competes with the worker for CPU, and kafka-python's pure-Python
+    clients took 80% of a core here (measured with ``top``), more than the
+    worker and the broker together, which showed up as the worker's tail latency.
     """
     topic, anomalies, dlq = unique("bench-lat-in"), unique("bench-lat-anom"), unique("bench-lat-dlq")
     create_topics(admin, topic, anomalies, dlq)
@@ -123,15 +128,19 @@ def latency(
     stop = threading.Event()
 
     def read() -> None:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=5, enable_auto_commit=False)
-        partitions = [TopicPartition(anomalies, p) for p in range(PARTITIONS)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)  # a new topic: no event may slip past a late position
+        group = unique("bench-lat-reader")
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        # a new topic, read from its start: no event may slip past a late position
+        consumer.assign([TopicPartition(anomalies, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
         while not stop.is_set():
-            for recs in consumer.poll(timeout_ms=50).values():
-                now = time.time() * 1000
-                received.extend((json.loads(r.value)["input"]["timestamp"], now) for r in recs)
-        consumer.close(timeout_ms=2000)
+            messages = consumer.consume(1000, 0) or [consumer.poll(0.05)]
+            now = time.time() * 1000
+            received.extend(
+                (orjson.loads(r.value())["input"]["timestamp"], now)
+                for r in messages
+                if r is not None and r.error() is None
+            )
+        consumer.close()
 
     reader = threading.Thread(target=read)
     total = int(rate * (warmup + seconds))
@@ -141,22 +150,22 @@ def latency(
     try:
         w.wait_ready()
         reader.start()
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
         headers = m.beat_headers()
-        keys = [f"device-{s:04d}" for s in range(sources)]
-        encoded = [m.encode_beat_json(keys[i % sources], b) for i, b in enumerate(beats)]
+        keys = [f"device-{s:04d}".encode() for s in range(sources)]
+        encoded = [m.encode_beat_json(keys[i % sources].decode(), b) for i, b in enumerate(beats)]
         start = time.monotonic()
         for i in range(total):
             if i == warm:
                 before, measure_from_ms = w.metrics(), time.time() * 1000
-            source = i % sources
-            producer.send(topic, key=keys[source].encode(), value=encoded[i % len(encoded)], headers=headers)
+            producer.produce(topic, encoded[i % len(encoded)], keys[i % sources], headers=headers)
+            producer.poll(0)
             ahead = (i + 1) / rate - (time.monotonic() - start)
             if ahead > 0:
                 time.sleep(ahead)
         sent_rate = total / (time.monotonic() - start)
-        producer.flush(60)
-        producer.close()
+        if producer.flush(60):
+            raise RuntimeError("the latency feed could not deliver every beat")
         wait_for(lambda: w.metrics()["ecg_beats_consumed_total"] >= total, 120, "every beat consumed")
         metrics = w.metrics()
         window = {k: v - before.get(k, 0.0) for k, v in metrics.items() if k.startswith(LATENCY + "_bucket")}
