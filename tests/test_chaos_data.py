@@ -9,8 +9,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-import orjson
 import pytest
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
@@ -19,71 +17,10 @@ from schemas import messages as m
 from tests.support.artifact import load_test_split
 from tests.support.chaos import ChaosRun
 from tests.support.chaos_checker import committed_offsets
+from tests.support.poison import JSON_HEADERS, POISON
 from tests.support.worker import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.chaos]
-
-J, B = m.beat_headers(m.JSON_CONTENT_TYPE), m.beat_headers(m.BINARY_CONTENT_TYPE)
-N = m.BEAT_LENGTH
-GOOD = [0.1] * N
-
-
-def _j(obj: object) -> bytes:
-    return orjson.dumps(obj)
-
-
-def _f32(*patch: tuple[int, float]) -> bytes:
-    beat = np.zeros(N, dtype="<f4")
-    for i, v in patch:
-        beat[i] = v
-    return beat.tobytes()
-
-
-# (expected dead-letter reason, key, value, headers): 40 kinds of malformed record
-POISON: list[tuple[str, bytes | None, bytes | None, list]] = [
-    ("empty_value", b"s", None, J),
-    ("empty_value", b"s", b"", J),
-    ("oversized", b"s", b" " * 70_000 + _j({"source_id": "s", "values": GOOD}), J),
-    ("unknown_content_type", b"s", _j({"source_id": "s", "values": GOOD}), [("content-type", b"text/csv")]),
-    ("unknown_content_type", b"s", b"<beat/>", [("content-type", b"application/xml")]),
-    ("undecodable_bytes", b"s", b'{"source_id": "\xff\xfe"}', J),
-    ("undecodable_bytes", b"s", b"\xc3\x28\xa0\xa1", J),
-    ("undecodable_bytes", b"\xff\xfe", _f32(), B),
-    ("invalid_json", b"s", b'{"source_id": "s", "values": [1, 2', J),
-    ("invalid_json", b"s", b"not json", J),
-    ("invalid_json", b"s", b"{'source_id': 's'}", J),
-    ("invalid_json", b"s", b'{"source_id": "s", "values": [NaN' + b", 0" * (N - 1) + b"]}", J),
-    ("invalid_json", b"s", b'{"source_id": "s", "values": [0' + b", 0" * (N - 1) + b",]}", J),
-    ("wrong_type", b"s", b"[1, 2, 3]", J),
-    ("wrong_type", b"s", b'"a string"', J),
-    ("wrong_type", b"s", b"42", J),
-    ("wrong_type", b"s", b"null", J),
-    ("missing_field", b"s", _j({"values": GOOD}), J),
-    ("missing_field", b"s", _j({"source_id": "s"}), J),
-    ("missing_field", b"s", _j({"source_id": "s", "values": None}), J),
-    ("wrong_type", b"s", _j({"source_id": 7, "values": GOOD}), J),
-    ("wrong_type", b"s", _j({"source_id": "", "values": GOOD}), J),
-    ("wrong_type", b"s", _j({"source_id": "s", "values": "0.1,0.2"}), J),
-    ("wrong_type", b"s", _j({"source_id": "s", "values": {"0": 0.1}}), J),
-    ("wrong_type", b"s", _j({"source_id": "s", "values": ["0.1"] * N}), J),
-    ("wrong_type", b"s", _j({"source_id": "s", "values": [[0.1]] * N}), J),
-    ("wrong_type", b"s", _j({"source_id": "s", "values": [None] * N}), J),
-    ("wrong_type", b"s", _j({"source_id": "s", "values": [True] * N}), J),
-    ("wrong_type", b"s", _j({"source_id": "s", "values": GOOD, "beat_id": 5}), J),
-    ("wrong_type", b"s", _j({"source_id": "s", "values": GOOD, "label": "maybe"}), J),
-    ("wrong_type", b"s", _j({"source_id": "s", "values": GOOD, "beat_time": "yesterday"}), J),
-    ("wrong_type", b"s", _j({"source_id": "s", "values": GOOD, "beat_time": "2026-01-01T00:00:00"}), J),
-    ("wrong_length", b"s", _j({"source_id": "s", "values": GOOD[:-1]}), J),
-    ("wrong_length", b"s", _j({"source_id": "s", "values": [*GOOD, 0.1]}), J),
-    ("wrong_length", b"s", _j({"source_id": "s", "values": []}), J),
-    ("wrong_length", b"s", _f32()[:-4], B),
-    ("wrong_length", b"s", _f32() + b"\0\0\0\0", B),
-    ("non_finite", b"s", b'{"source_id": "s", "values": [1e39' + b", 0" * (N - 1) + b"]}", J),
-    ("non_finite", b"s", _f32((3, float("nan"))), B),
-    ("non_finite", b"s", _f32((0, float("inf"))), B),
-    ("missing_key", None, _f32(), B),
-    ("missing_key", b"", _f32(), B),
-]
 
 
 def _poison_feed(bootstrap: str, topic: str, total: int, rate: float) -> dict[tuple[int, int], str]:
@@ -99,7 +36,7 @@ def _poison_feed(bootstrap: str, topic: str, total: int, rate: float) -> dict[tu
         else:
             source = f"source-{i % 11}"
             value = m.encode_beat_json(source, beats[i % len(beats)], beat_id=f"b{i}")
-            producer.send(topic, key=source.encode(), value=value, headers=J)
+            producer.send(topic, key=source.encode(), value=value, headers=JSON_HEADERS)
         if i % 50 == 49 and (ahead := (i + 1) / rate - (time.monotonic() - start)) > 0:
             time.sleep(ahead)
     producer.flush(120)

@@ -101,7 +101,7 @@ def test_each_fault_kind_is_dead_lettered_with_its_reason_by_the_worker_decoder(
     values = np.linspace(-1, 1, 140, dtype=np.float32)
     bad = bad_record(DeadLetterReason(kind), "patient-001", values)
     record = Record("ecg.beats", 0, 1, 1_700_000_000_000, bad.key, bad.value, bad.headers)
-    batch = BeatDecoder(140, 8, 65536).decode([record])
+    batch = BeatDecoder(140, 65536).decode([record])
     assert not batch.meta
     assert [r.reason.value for r in batch.rejects] == [kind]
 

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from schemas import messages as m
 from tests.support.broker import REPO
+from tests.support.poison import POISON
 from worker.decode import BeatDecoder
 from worker.events import OutputBuilder
 from worker.inflight import Batch, InFlight
@@ -100,7 +101,7 @@ class Rec:
 def _decode(records: list[Rec], max_record_bytes: int = 65536):
     for i, r in enumerate(records):
         r.offset = i
-    return BeatDecoder(m.BEAT_LENGTH, 4, max_record_bytes).decode(records)
+    return BeatDecoder(m.BEAT_LENGTH, max_record_bytes).decode(records)
 
 
 def test_decoder_fills_one_batch_from_json_and_binary() -> None:
@@ -151,6 +152,44 @@ def test_decoder_reasons(record: Rec, reason: str) -> None:
     batch = _decode([good, record], max_record_bytes=1500 if reason == "oversized" else 65536)
     assert [r.reason.value for r in batch.rejects] == [reason]
     assert len(batch.meta) == 1 and batch.meta[0].record is good
+
+
+@pytest.mark.parametrize(("reason", "key", "value", "headers"), POISON)
+def test_decoder_gives_every_poison_kind_its_reason(reason: str, key, value, headers) -> None:
+    good = Rec(m.encode_beat_json("p", [1.0] * m.BEAT_LENGTH))
+    bad = Rec(value, key=key, headers=headers)
+    for i, r in enumerate((good, bad)):
+        r.offset = i
+    batch = BeatDecoder(m.BEAT_LENGTH, 65536).decode([good, bad])
+    assert [r.reason.value for r in batch.rejects] == [reason]
+    assert [b.record for b in batch.meta] == [good]
+
+
+def test_fast_and_careful_json_paths_decode_the_same_beats() -> None:
+    """Legal shapes the fast path takes or leaves: the values and fields come out identical."""
+    rng = np.random.default_rng(7)
+    values = rng.normal(size=m.BEAT_LENGTH)
+    ints = [int(v * 1000) for v in values]
+    shapes = [
+        m.encode_beat_json("p", values.astype(np.float32), beat_id="b1", label="anomaly", beat_time=5),
+        orjson.dumps({"values": values.tolist(), "extra": {"nested": [1]}, "source_id": "p"}),  # 2 arrays
+        orjson.dumps({"source_id": "p", "values": ints, "beat_time": "2026-01-01T00:00:00Z"}),
+        b'  {"source_id": "p[1]", "values": ' + orjson.dumps(values.tolist()) + b"}  ",
+        orjson.dumps({"source_id": "p", "values": [*values.tolist()[:-1], -0.0], "label": None}),
+    ]
+    fast = BeatDecoder(m.BEAT_LENGTH, 65536)._json_fast
+    assert [fast(v) is not None for v in shapes] == [True, False, True, False, True]  # both paths tried
+    batch = _decode([Rec(v) for v in shapes])
+    assert batch.rejects == []
+    for row, (raw, meta) in enumerate(zip(shapes, batch.meta, strict=True)):
+        expected = orjson.loads(raw)
+        assert np.array_equal(batch.beats[row], np.array(expected["values"], dtype=np.float32))
+        assert (meta.source_id, meta.beat_id, meta.label) == (
+            expected["source_id"],
+            expected.get("beat_id"),
+            expected.get("label"),
+        )
+    assert batch.meta[0].beat_time_ms == 5 and batch.meta[2].beat_time_ms == 1_767_225_600_000
 
 
 def test_outputs_locate_the_error_and_copy_dead_letters_untouched() -> None:
