@@ -42,7 +42,9 @@ def test_binary_beat_is_little_endian_float32() -> None:
 
 def test_event_id_is_deterministic_per_input_coordinate() -> None:
     assert m.event_id("ecg.beats", 0, 5) == m.event_id("ecg.beats", 0, 5)
-    for topic, partition, offset in (("ecg.beats", 0, 5), ("t", 11, 2**40), ("bëats/ünicode", 3, 0)):
+    coordinates = [("ecg.beats", 0, 5), ("t", 11, 2**40), ("bëats/ünicode", 3, 0)]
+    coordinates += [("ecg.beats", 7, offset) for offset in range(2000)]  # every variant digit
+    for topic, partition, offset in coordinates:
         name = f"{topic}/{partition}/{offset}"
         assert m.event_id(topic, partition, offset) == str(uuid.uuid5(m.EVENT_ID_NAMESPACE, name))
     assert len({m.event_id("ecg.beats", p, o) for p in range(3) for o in range(100)}) == 300
@@ -53,6 +55,7 @@ def test_event_id_is_deterministic_per_input_coordinate() -> None:
 )
 def test_severity_bands(score: float, expected: str) -> None:
     assert m.severity(score, 1.0) == expected
+    assert m.severities(np.array([score, score * 2])) == [expected, m.severity(score * 2, 1.0)]
 
 
 def test_reason_codes_are_a_closed_documented_set() -> None:

@@ -16,7 +16,7 @@ from worker.model import Scores
 ERROR_WINDOW = 10  # samples per window when locating where a beat's error concentrates
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs several times more
 class OutRecord:
     topic: str
     key: bytes | None
@@ -78,12 +78,16 @@ class OutputBuilder:
         peak_error = errors[np.arange(len(rows)), peak]
         window_start = starts[best]
         window_end = np.minimum(window_start + ERROR_WINDOW, errors.shape[1])
+        score = scores.score[rows].astype(np.float64)
+        ratio = score / threshold
         beat_times = _iso_times([meta[r].beat_time_ms for r in rows.tolist()])
         detected_at = m.iso_time(int(time.time() * 1000))
         out = []
         columns = zip(
             rows.tolist(),
-            scores.score[rows].tolist(),
+            score.tolist(),
+            ratio.tolist(),
+            m.severities(ratio),
             beat_times,
             window_start.tolist(),
             window_end.tolist(),
@@ -92,19 +96,19 @@ class OutputBuilder:
             peak_error.tolist(),
             strict=True,
         )
-        for row, score, beat_time, w_start, w_end, w_share, peak_sample, peak_err in columns:
+        topic, headers, dumps = self.anomaly_topic, self._event_headers, orjson.dumps
+        for row, score_, ratio_, severity, beat_time, w_start, w_end, w_share, peak_at, peak_err in columns:
             beat = meta[row]
             record = beat.record
-            ratio = score / threshold
             event: dict[str, Any] = {
                 "event_id": m.event_id(record.topic, record.partition, record.offset),
                 "source_id": beat.source_id,
                 "beat_time": beat_time,
                 "detected_at": detected_at,
-                "score": score,
+                "score": score_,
                 "threshold": threshold,
-                "ratio": ratio,
-                "severity": m.severity(score, threshold),
+                "ratio": ratio_,
+                "severity": severity,
                 "model_version": version,
                 "input": {
                     "topic": record.topic,
@@ -116,7 +120,7 @@ class OutputBuilder:
                     "window_start": w_start,
                     "window_end": w_end,
                     "window_share": w_share,
-                    "peak_sample": peak_sample,
+                    "peak_sample": peak_at,
                     "peak_error": peak_err,
                 },
             }
@@ -124,7 +128,7 @@ class OutputBuilder:
                 event["beat_id"] = beat.beat_id
             if beat.label is not None:
                 event["label"] = beat.label
-            out.append(OutRecord(self.anomaly_topic, beat.key, orjson.dumps(event), self._event_headers))
+            out.append(OutRecord(topic, beat.key, dumps(event), headers))
         return out
 
     def _scores(
