@@ -8,6 +8,12 @@ rewound (seek back to the first offset not committed) and processed again;
 nothing from the failure on is committed. Commits happen on the loop's thread:
 after a poll, in the revoke callback (which librdkafka runs inside the poll)
 and on drain.
+
+Scoring runs on a second thread, one batch ahead: while onnxruntime scores
+batch N (it releases the GIL), the loop builds and sends the outputs of batch
+N-1. At most one batch waits there (``_pending``); it is finished before the loop
+waits for input, before partitions are revoked and before the drain, and
+dropped, with its offsets joining the rewind, when an earlier batch fails.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -57,6 +65,18 @@ class FatalError(EcgAnomalyError):
         self.exit_code = exit_code
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A decoded batch whose scores are being computed on the scoring thread."""
+
+    records: list[Record]
+    first: Offsets
+    after: Offsets
+    batch: DecodedBatch
+    model: Model  # the model that scores it, even if a reload lands meanwhile
+    scores: Future[Scores] | None  # None: nothing to score (every record dead-lettered)
+
+
 class Worker:
     def __init__(
         self,
@@ -77,7 +97,7 @@ class Worker:
         self.health = health
         self.watchdog = watchdog
         self.link = link
-        self.decoder = BeatDecoder(model.metadata.input_length, settings.max_batch, settings.max_record_bytes)
+        self.decoder = BeatDecoder(model.metadata.input_length, settings.max_record_bytes)
         self.outputs = OutputBuilder(
             settings.anomaly_topic,
             settings.scores_topic,
@@ -89,6 +109,8 @@ class Worker:
             settings.model, settings.model_sha256, settings.threshold, settings.inference_threads
         )
         self.in_flight = InFlight(IN_FLIGHT_BATCHES * settings.max_batch)
+        self._scoring = ThreadPoolExecutor(1, thread_name_prefix="scoring")
+        self._pending: _Pending | None = None
         self._stopping = False
         self._next_reload = time.monotonic() + settings.reload_interval
         self._last_connected = time.monotonic()
@@ -128,6 +150,8 @@ class Worker:
             if records:
                 self._process(records)
             self._settle()
+        self._finish_pending()
+        self._scoring.shutdown()
         log.info("stop requested: last batch done, draining")
         if not self.settings.exactly_once:
             self._drain()
@@ -143,6 +167,9 @@ class Worker:
         """
         max_batch = self.settings.max_batch
         messages = self.consumer.consume(max_batch, 0)
+        if not messages and self._pending is not None:
+            self._finish_pending()  # nothing new to overlap it with: its outputs go now, not after a wait
+            return []
         if not messages:
             wait = SETTLE_WAIT if len(self.in_flight) else self.settings.max_wait_ms / 1000
             first = self.consumer.poll(wait)
@@ -205,6 +232,7 @@ class Worker:
         """Before partitions move: commit what is acknowledged, forget the rest (the next owner redoes it)."""
         if self._rebalancing_since is None:
             self._rebalancing_since = time.monotonic()
+        self._finish_pending()  # its records are still ours: publish (and, exactly-once, commit) them
         if not self.settings.exactly_once:
             try:
                 if len(self.in_flight):
@@ -229,6 +257,7 @@ class Worker:
         """Partitions taken away without a revoke (session expired): nothing may be committed."""
         if self._rebalancing_since is None:
             self._rebalancing_since = time.monotonic()
+        self._pending = None
         self.in_flight.clear()
         self._committable = {}
         self._forget(lost)
@@ -253,9 +282,7 @@ class Worker:
         if model is None:
             return
         if model.metadata.input_length != self.decoder.input_length:
-            self.decoder = BeatDecoder(
-                model.metadata.input_length, self.settings.max_batch, self.settings.max_record_bytes
-            )
+            self.decoder = BeatDecoder(model.metadata.input_length, self.settings.max_record_bytes)
         old, self.model = self.model, model
         self.metrics.set_model(model.version, model.sha256, model.threshold)
         self.metrics.reloads.inc()
@@ -272,6 +299,7 @@ class Worker:
     # --- one batch -----------------------------------------------------------------------------
 
     def _process(self, records: list[Record]) -> None:
+        """Decode a batch and start scoring it; meanwhile finish the batch before it."""
         first: Offsets = {}
         after: Offsets = {}
         for r in records:
@@ -285,29 +313,46 @@ class Worker:
         except Exception as exc:  # every record has a reason code; an exception here is a bug
             self.metrics.errors.labels("decode").inc()
             raise FatalError(f"decoding a batch failed unexpectedly: {exc!r}") from exc
+        scores = self._scoring.submit(self._score, model, batch.beats) if batch.meta else None
+        previous, self._pending = self._pending, _Pending(records, first, after, batch, model, scores)
+        if previous is not None:
+            self._finish(previous)
+
+    def _score(self, model: Model, beats: np.ndarray) -> Scores:
+        """On the scoring thread."""
+        with self.metrics.inference.time():
+            return model.score(beats)
+
+    def _finish_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._finish(pending)
+
+    def _finish(self, pending: _Pending) -> None:
+        """Build and publish a scored batch's outputs: one transaction, or sent and tracked in flight."""
+        batch, model = pending.batch, pending.model
         scores = None
-        if batch.meta:
+        if pending.scores is not None:
             try:
-                with self.metrics.inference.time():
-                    scores = model.score(batch.beats)
+                scores = pending.scores.result()
             except Exception:
                 self.metrics.errors.labels("score").inc()
                 log.exception("scoring failed; the batch will be re-processed")
-                self._rewind(first)
+                self._rewind(pending.first)
                 return
         outputs = self.outputs.build(batch.meta, scores, model.threshold, model.version, batch.rejects)
 
         def count() -> None:
-            self._count(len(records), batch, scores, outputs.anomaly)
+            self._count(len(pending.records), batch, scores, outputs.anomaly)
 
         if self.settings.exactly_once:
-            if self._commit_transaction(outputs.records, after):
+            if self._commit_transaction(outputs.records, pending.after):
                 self._failed_batches = 0
                 count()
             else:
-                self._failed(first)
+                self._failed(pending.first)
             return
-        flight = Batch(first, after, len(records), len(outputs.records), count)
+        flight = Batch(pending.first, pending.after, len(pending.records), len(outputs.records), count)
         self.in_flight.add(flight)
         self._send(outputs.records, flight)
         self.producer.poll(0)
@@ -442,6 +487,10 @@ class Worker:
                     raise
 
     def _rewind(self, rewind: Offsets) -> None:
+        """Seek back to ``rewind``; a batch still being scored came later, so it is dropped and re-read."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            rewind = {**pending.first, **rewind}  # per partition, an earlier batch starts earlier
         for (topic, partition), offset in rewind.items():
             if (topic, partition) not in self._assigned:
                 continue
