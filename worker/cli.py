@@ -10,6 +10,7 @@ fatal Kafka client error; 2 invalid configuration; 3 producer fenced
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -94,6 +95,7 @@ def _serve(settings: WorkerSettings, started: float) -> int:
         if early_stop:
             worker.stop()
         log.info("worker started", extra={"startup_seconds": round(time.monotonic() - started, 3)})
+        _tune_garbage_collector()
         try:
             worker.run()
         except FatalError as exc:
@@ -137,3 +139,16 @@ def _install_signal_handlers(worker: Worker) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def _tune_garbage_collector() -> None:
+    """Fewer, cheaper cyclic collections: with Python's defaults they took 10-15% of the worker's CPU.
+
+    Measured while draining a backlog (about 5,400 young and 44 full collections per million
+    beats, 1.1-2.6 s of CPU). The objects made at start-up (modules, the model, the clients) are
+    frozen out of every collection, and a young-generation collection runs after 10,000 net
+    allocations instead of 700. The loop's garbage has no cycles and goes by reference counting;
+    what cycles there are (exception tracebacks) are still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
