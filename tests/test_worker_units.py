@@ -175,10 +175,12 @@ def test_fast_and_careful_json_paths_decode_the_same_beats() -> None:
         orjson.dumps({"values": values.tolist(), "extra": {"nested": [1]}, "source_id": "p"}),  # 2 arrays
         orjson.dumps({"source_id": "p", "values": ints, "beat_time": "2026-01-01T00:00:00Z"}),
         b'  {"source_id": "p[1]", "values": ' + orjson.dumps(values.tolist()) + b"}  ",
-        orjson.dumps({"source_id": "p", "values": [*values.tolist()[:-1], -0.0], "label": None}),
+        orjson.dumps({"source_id": "p", "values": [*values.tolist()[:-1], -0.0], "label": None}),  # a null
+        orjson.dumps({"source_id": "p", "values": values.tolist(), "device": {"model": "x"}}),  # extra field
+        orjson.dumps({"label": "normal", "values": values.tolist(), "beat_id": "b2", "source_id": "p"}),
     ]
     fast = BeatDecoder(m.BEAT_LENGTH, 65536)._json_fast
-    assert [fast(v) is not None for v in shapes] == [True, False, True, False, True]  # both paths tried
+    assert [fast(v) is not None for v in shapes] == [True, False, True, False, True, True, True]
     batch = _decode([Rec(v) for v in shapes])
     assert batch.rejects == []
     for row, (raw, meta) in enumerate(zip(shapes, batch.meta, strict=True)):

@@ -33,7 +33,8 @@ from schemas.messages import (
 )
 
 _NUMBER_TYPES = frozenset((int, float))
-_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))  # what a field other than values may be
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))  # not a simdjson proxy
+_Fields = tuple[Any, Any, Any, Any, Any]  # values as a float64 buffer, source_id, beat_time, beat_id, label
 _BOM = b"\xef\xbb\xbf"  # simdjson skips a UTF-8 byte order mark, orjson rejects it: the careful path decides
 
 
@@ -144,34 +145,22 @@ class BeatDecoder:
         return DecodedBatch(beats, meta, rejects)
 
     def _json(self, record: Any) -> tuple[Any, BeatMeta]:
-        fast = self._json_fast(record.value)
-        if fast is not None:
-            values, beat = fast
-        else:
-            beat = self._json_careful(record.value)
-            values = beat["values"]
-            if not _NUMBER_TYPES.issuperset(map(type, values)):
-                raise _Invalid(DeadLetterReason.WRONG_TYPE, "values must all be numbers")
-            values = np.array(values, dtype=np.float64).tobytes()  # orjson's integers fit in 64 bits
-        source_id = beat.get("source_id")
+        fields = self._json_fast(record.value) or self._json_careful(record.value)
+        values, source_id, beat_time, beat_id, label = fields
         if type(source_id) is not str or not source_id:
             raise _Invalid(DeadLetterReason.WRONG_TYPE, "source_id must be a non-empty string")
-        beat_time = beat.get("beat_time")
         beat_time_ms = record.timestamp if beat_time is None else _beat_time_ms(beat_time)
-        beat_id = beat.get("beat_id")
         if beat_id is not None and type(beat_id) is not str:
             raise _Invalid(DeadLetterReason.WRONG_TYPE, "beat_id must be a string")
-        label = beat.get("label")
         if label is not None and label not in LABELS:
             raise _Invalid(DeadLetterReason.WRONG_TYPE, f"label must be one of {', '.join(LABELS)}")
         return values, BeatMeta(record, source_id, beat_time_ms, beat_id, label)
 
-    def _json_fast(self, value: bytes) -> tuple[Any, dict[str, Any]] | None:
-        """(values as float64 buffer, the other fields) for a document of the common shape, else None.
+    def _json_fast(self, value: bytes) -> _Fields | None:
+        """The fields of a document of the common shape, with ``values`` as a float64 buffer; else None.
 
-        The common shape: one object, no duplicate keys, exactly one array (``values``, of
-        ``input_length`` numbers). simdjson's proxies must not outlive the next parse, so
-        only plain values leave this method.
+        The common shape: one object, no key twice, ``values`` the only array (of ``input_length``
+        numbers). simdjson's proxies must not outlive the next parse, so only plain values leave.
         """
         first = value.find(b"[")  # memchr: far cheaper than counting
         if first < 0 or value.find(b"[", first + 1) >= 0 or value.startswith(_BOM):
@@ -180,20 +169,24 @@ class BeatDecoder:
             doc = self._parser.parse(value)
             if type(doc) is not simdjson.Object:
                 return None
-            fields = {k: doc[k] for k in doc.keys() if k != "values"}  # noqa: SIM118 (a proxy, not a dict)
-            array = doc.get("values")
+            keys = list(doc.keys())  # doc.get() of an absent key costs a caught exception (3 us)
+            if "values" not in keys or "source_id" not in keys or len(set(keys)) != len(keys):
+                return None  # missing (named by the careful path) or duplicate keys (orjson keeps the last)
+            array = doc["values"]
             if type(array) is not simdjson.Array or len(array) != self.input_length:
                 return None
-            if len(fields) + 1 != len(doc):  # a duplicate key (orjson keeps the last one): careful path
+            source_id = doc["source_id"]
+            beat_time = doc["beat_time"] if "beat_time" in keys else None
+            beat_id = doc["beat_id"] if "beat_id" in keys else None
+            label = doc["label"] if "label" in keys else None
+            if not _PLAIN_TYPES.issuperset((type(source_id), type(beat_time), type(beat_id), type(label))):
                 return None
             values = array.as_buffer(of_type="d")
         except (ValueError, TypeError, RuntimeError):  # not parseable or not numbers: careful path
             return None
-        if fields.get("source_id") is None or not _PLAIN_TYPES.issuperset(map(type, fields.values())):
-            return None  # a missing source id is named by the careful path
-        return values, fields
+        return values, source_id, beat_time, beat_id, label
 
-    def _json_careful(self, value: bytes) -> dict[str, Any]:
+    def _json_careful(self, value: bytes) -> _Fields:
         """orjson and every check, in the order that decides which reason a bad beat gets."""
         try:
             beat = orjson.loads(value)
@@ -222,7 +215,10 @@ class BeatDecoder:
             raise _Invalid(
                 DeadLetterReason.WRONG_LENGTH, f"values has {len(values)} items, expected {self.input_length}"
             )
-        return beat
+        if not _NUMBER_TYPES.issuperset(map(type, values)):
+            raise _Invalid(DeadLetterReason.WRONG_TYPE, "values must all be numbers")
+        values = np.array(values, dtype=np.float64).tobytes()  # orjson's integers fit in 64 bits
+        return values, source_id, beat.get("beat_time"), beat.get("beat_id"), beat.get("label")
 
     def _binary(self, record: Any) -> BeatMeta:
         if len(record.value) != self._binary_bytes:
