@@ -342,8 +342,10 @@ class Worker:
                 return
         outputs = self.outputs.build(batch.meta, scores, model.threshold, model.version, batch.rejects)
 
+        tally = _Tally.of(len(pending.records), batch, scores, outputs.anomaly)
+
         def count() -> None:
-            self._count(len(pending.records), batch, scores, outputs.anomaly)
+            self._count(tally)
 
         if self.settings.exactly_once:
             if self._commit_transaction(outputs.records, pending.after):
@@ -506,39 +508,62 @@ class Worker:
         while not self._stopping and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def _count(self, consumed: int, batch: DecodedBatch, scores: Scores | None, anomaly: np.ndarray) -> None:
+    def _count(self, t: _Tally) -> None:
         m = self.metrics
-        m.consumed.inc(consumed)
+        m.consumed.inc(t.consumed)
         m.batches.inc()
-        for reject in batch.rejects:
-            m.dead_letters.labels(reject.reason.value).inc()
-        if batch.rejects:
-            first = batch.rejects[0].record
+        for reason in t.reasons:
+            m.dead_letters.labels(reason).inc()
+        if t.first_reject is not None:
+            first = t.first_reject
             log.info(
                 "records dead-lettered",
                 extra={
-                    "count": len(batch.rejects),
-                    "first_reason": batch.rejects[0].reason.value,
+                    "count": len(t.reasons),
+                    "first_reason": t.reasons[0],
                     "topic": first.topic,
                     "partition": first.partition,
                     "offset": first.offset,
                 },
             )
-        if scores is None:
+        if t.score is None:
             return
-        n_anomaly = int(anomaly.sum())
+        n_anomaly = int(t.anomaly.sum())
         m.scored.labels("anomaly").inc(n_anomaly)
-        m.scored.labels("normal").inc(len(anomaly) - n_anomaly)
-        m.batch_size.observe(len(anomaly))
-        observe_many(m.reconstruction_error, scores.score.astype(np.float64))
-        now_ms = time.time() * 1000
-        stamps = np.fromiter(
-            (b.record.timestamp for b in batch.meta), dtype=np.float64, count=len(batch.meta)
+        m.scored.labels("normal").inc(len(t.anomaly) - n_anomaly)
+        m.batch_size.observe(len(t.anomaly))
+        observe_many(m.reconstruction_error, t.score.astype(np.float64))
+        observe_many(m.latency, np.maximum(time.time() * 1000 - t.timestamps, 0.0) / 1000)
+        for label, flag in t.labels:
+            m.labelled.labels(label, "anomaly" if flag else "normal").inc()
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What a batch's metrics need once its outputs are acknowledged (not the records: memory)."""
+
+    consumed: int
+    reasons: list[str]
+    first_reject: Record | None
+    score: np.ndarray | None
+    anomaly: np.ndarray
+    timestamps: np.ndarray  # float64 epoch ms of each scored beat
+    labels: list[tuple[str, bool]]  # (ground-truth label, flagged) of the labelled beats
+
+    @classmethod
+    def of(cls, consumed: int, batch: DecodedBatch, scores: Scores | None, anomaly: np.ndarray) -> _Tally:
+        meta = batch.meta
+        stamps = np.fromiter((b.record.timestamp for b in meta), dtype=np.float64, count=len(meta))
+        labels = [(b.label, f) for b, f in zip(meta, anomaly.tolist(), strict=True) if b.label is not None]
+        return cls(
+            consumed,
+            [r.reason.value for r in batch.rejects],
+            batch.rejects[0].record if batch.rejects else None,
+            None if scores is None else scores.score,
+            anomaly,
+            stamps,
+            labels,
         )
-        observe_many(m.latency, np.maximum(now_ms - stamps, 0.0) / 1000)
-        for beat, flag in zip(batch.meta, anomaly.tolist(), strict=True):
-            if beat.label is not None:
-                m.labelled.labels(beat.label, "anomaly" if flag else "normal").inc()
 
 
 def commit_reporter(metrics: WorkerMetrics) -> Callable[[Any, Any], None]:
