@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kafka import KafkaProducer
+from confluent_kafka import Producer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from schemas import messages as m
@@ -46,23 +46,32 @@ def fill(
     """``count`` beats cycling through ``beats``, keyed by ``sources`` source ids, on a new topic."""
     topic = unique(f"bench-{'binary' if binary else 'json'}")
     create_topics(admin, topic)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
     headers = m.beat_headers(m.BINARY_CONTENT_TYPE if binary else m.JSON_CONTENT_TYPE)
     encoded = [
         m.encode_beat_binary(b) if binary else m.encode_beat_json(f"source-{i % sources}", b, beat_id=f"b{i}")
         for i, b in enumerate(beats)
     ]
-    futures = [
-        producer.send(
-            topic, key=f"source-{i % sources}".encode(), value=encoded[i % len(encoded)], headers=headers
-        )
-        for i in range(count)
-    ]
-    producer.flush(300)
-    producer.close()
-    failed = [f.exception for f in futures if not f.succeeded()]
-    if failed:  # a drain waiting for beats that never arrived would hang
-        raise RuntimeError(f"filling {topic}: {len(failed)} of {count} beats not written ({failed[0]!r})")
+    failed: list[Any] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failed.append(error)
+
+    keys = [f"source-{i}".encode() for i in range(sources)]
+    for i in range(count):
+        while True:
+            try:
+                value = encoded[i % len(encoded)]
+                producer.produce(topic, value, keys[i % sources], headers=headers, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    left = producer.flush(300)
+    if failed or left:  # a drain waiting for beats that never arrived would hang
+        missing = len(failed) + left
+        raise RuntimeError(f"filling {topic}: {missing} of {count} beats not written ({failed[:1]})")
     return Feed(topic, binary, count, sources)
 
 

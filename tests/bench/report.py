@@ -87,7 +87,7 @@ def table(results: dict[str, Any]) -> str:
                 f"{lat['worker_histogram_p95_ms']}, p99 {lat['worker_histogram_p99_ms']}",
             )
         )
-    runs = [v for k, v in r.items() if k.startswith("worker_")]
+    runs = [run for k, v in r.items() if k.startswith("worker_") for run in v.get("runs", [v])]
     if runs:
         rows.append(
             (
@@ -104,11 +104,13 @@ def table(results: dict[str, Any]) -> str:
                 f"{ready['runs']} starts",
             )
         )
-    loads = [v["load_avg"][0] for v in r.values() if isinstance(v, dict) and "load_avg" in v]
+    parts = [v for v in r.values() if isinstance(v, dict)]
+    loads = [run["load_avg"][0] for v in parts for run in v.get("runs", [v]) if "load_avg" in run]
     head = [
         f"load average (1 min) during the parts: {min(loads, default=0):.1f}-{max(loads, default=0):.1f}; "
-        f"{r['cpu_count']} CPUs; {r['beats']:,} beats per feed; model {r['model']}; "
-        f"every part's load average and duration are in the JSON",
+        f"{r['cpu_count']} CPUs; {r['beats']:,} beats per feed; throughput: the median of "
+        f"{r.get('rounds', 1)} interleaved runs per part; model {r['model']}; "
+        f"every run's figures, load average and duration are in the JSON",
         "",
         "| measure | result | ratio / notes |",
         "| --- | --- | --- |",
