@@ -370,14 +370,18 @@ class Worker:
         for i, r in enumerate(out):
             while True:
                 try:
-                    produce(
-                        r.topic,
-                        r.value,
-                        r.key,
-                        headers=r.headers,
-                        timestamp=max(r.timestamp_ms or 0, 0),  # 0: now
-                        on_delivery=on_delivery,
-                    )
+                    if r.timestamp_ms is None:  # an event or a score: stamped now by the client
+                        produce(r.topic, r.value, r.key, headers=r.headers, on_delivery=on_delivery)
+                    else:  # a dead letter keeps its input's timestamp (0: none, i.e. now)
+                        stamp = max(r.timestamp_ms, 0)
+                        produce(
+                            r.topic,
+                            r.value,
+                            r.key,
+                            headers=r.headers,
+                            timestamp=stamp,
+                            on_delivery=on_delivery,
+                        )
                     break
                 except BufferError:
                     self.producer.poll(0.05)
