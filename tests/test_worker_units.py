@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from schemas import messages as m
@@ -19,10 +19,12 @@ from tests.support.broker import REPO
 from tests.support.poison import POISON
 from worker.decode import BeatDecoder
 from worker.events import OutputBuilder
+from worker.health import HealthState
 from worker.inflight import Batch, InFlight
-from worker.kafka_io import BrokerLink, exit_code_for, fatal, fenced, security_config
+from worker.kafka_io import BrokerLink, Record, Watchdog, exit_code_for, fatal, fenced, security_config
+from worker.loop import Worker
 from worker.metrics import WorkerMetrics, observe_many
-from worker.model import Scores
+from worker.model import Scores, load_model
 from worker.options import OPTIONS, SECRETS
 from worker.settings import ConfigError, configure, load_settings
 
@@ -360,3 +362,54 @@ def test_repeated_client_log_lines_are_rate_limited_and_counted() -> None:
     assert keep.filter(line("Disconnected: connection reset", 101))  # another kind passes
     later = line("Connect to 127.0.0.1:9 failed after 1 ms", 131)
     assert keep.filter(later) and later.suppressed == 19
+
+
+class _Consumer:
+    """The consumer calls the loop makes outside polling, recorded."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[str, int, int]] = []
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes, **_: object) -> None:
+        self.sent.append(value)
+
+    def poll(self, _timeout: float = 0) -> int:
+        return 0
+
+
+def test_a_batch_still_scoring_is_rewound_with_an_earlier_failed_one(small_model: Path) -> None:
+    """Scoring runs a batch ahead: when batch N fails, batch N+1 is re-read too, whatever its partitions."""
+    settings = _settings(["--model", str(small_model), "--input-topic", "in"])
+    consumer, producer = _Consumer(), _Producer()
+    worker = Worker(
+        settings,
+        load_model(small_model),
+        consumer,  # type: ignore[arg-type]
+        producer,  # type: ignore[arg-type]
+        WorkerMetrics(CollectorRegistry()),
+        HealthState(60),
+        Watchdog(),
+        BrokerLink(),
+    )
+    worker._assigned = {("in", 0), ("in", 1)}
+    worker._stopping = True  # no retry back-off in a unit test
+    beat, headers = m.encode_beat_binary(np.zeros(m.BEAT_LENGTH)), m.beat_headers(m.BINARY_CONTENT_TYPE)
+
+    def records(partition: int, offsets: range) -> list[Record]:
+        return [Record("in", partition, o, 1_700_000_000_000, b"s", beat, headers) for o in offsets]
+
+    worker._process(records(0, range(10, 13)))  # batch N: scoring
+    assert worker._pending is not None and producer.sent == []
+    worker._process(records(1, range(5, 7)))  # batch N+1 scoring, batch N published
+    assert len(worker.in_flight) == 1
+    worker._failed(worker.in_flight.clear())  # batch N's outputs failed
+    assert sorted(consumer.seeks) == [("in", 0, 10), ("in", 1, 5)]
+    assert worker._pending is None
