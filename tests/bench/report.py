@@ -87,7 +87,9 @@ def table(results: dict[str, Any]) -> str:
                 f"{lat['worker_histogram_p95_ms']}, p99 {lat['worker_histogram_p99_ms']}",
             )
         )
-    runs = [run for k, v in r.items() if k.startswith("worker_") for run in v.get("runs", [v])]
+    runs = [
+        run for k, v in r.items() if k.startswith("worker_") for run in v.get("runs", [v]) if "rss_mb" in run
+    ]
     if runs:
         rows.append(
             (
@@ -101,7 +103,7 @@ def table(results: dict[str, Any]) -> str:
             (
                 "time to ready (s)",
                 f"median {ready['median_s']}, max {ready['max_s']}",
-                f"{ready['runs']} starts",
+                f"{ready['starts']} starts",
             )
         )
     parts = [v for v in r.values() if isinstance(v, dict)]

@@ -208,4 +208,4 @@ def time_to_ready(
             times.append(w.wait_ready())
         finally:
             w.stop()
-    return {"runs": runs, "median_s": round(statistics.median(times), 2), "max_s": round(max(times), 2)}
+    return {"starts": runs, "median_s": round(statistics.median(times), 2), "max_s": round(max(times), 2)}
