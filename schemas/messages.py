@@ -76,6 +76,7 @@ _NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
 # low (1, 1.5], medium (1.5, 2.5], high (2.5, 4], critical above 4.
 SEVERITY_BOUNDS = ((1.5, "low"), (2.5, "medium"), (4.0, "high"))
 SEVERITIES = ("low", "medium", "high", "critical")
+_SEVERITY_EDGES = np.array([bound for bound, _ in SEVERITY_BOUNDS])
 
 
 class DeadLetterReason(StrEnum):
@@ -125,8 +126,7 @@ def severity(score: float, threshold: float) -> str:
 
 def severities(ratios: np.ndarray) -> list[str]:
     """:func:`severity` of many ``score / threshold`` ratios at once (the worker's batches)."""
-    bounds = np.array([bound for bound, _ in SEVERITY_BOUNDS])
-    return [SEVERITIES[i] for i in np.searchsorted(bounds, ratios, side="left").tolist()]
+    return [SEVERITIES[i] for i in np.searchsorted(_SEVERITY_EDGES, ratios, side="left").tolist()]
 
 
 def iso_time(epoch_ms: int) -> str:

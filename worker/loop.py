@@ -69,7 +69,7 @@ class FatalError(EcgAnomalyError):
 class _Pending:
     """A decoded batch whose scores are being computed on the scoring thread."""
 
-    records: list[Record]
+    consumed: int  # input records, dead letters included
     first: Offsets
     after: Offsets
     batch: DecodedBatch
@@ -314,7 +314,7 @@ class Worker:
             self.metrics.errors.labels("decode").inc()
             raise FatalError(f"decoding a batch failed unexpectedly: {exc!r}") from exc
         scores = self._scoring.submit(self._score, model, batch.beats) if batch.meta else None
-        previous, self._pending = self._pending, _Pending(records, first, after, batch, model, scores)
+        previous, self._pending = self._pending, _Pending(len(records), first, after, batch, model, scores)
         if previous is not None:
             self._finish(previous)
 
@@ -342,7 +342,7 @@ class Worker:
                 return
         outputs = self.outputs.build(batch.meta, scores, model.threshold, model.version, batch.rejects)
 
-        tally = _Tally.of(len(pending.records), batch, scores, outputs.anomaly)
+        tally = _Tally.of(pending.consumed, batch, scores, outputs.anomaly)
 
         def count() -> None:
             self._count(tally)
@@ -354,7 +354,7 @@ class Worker:
             else:
                 self._failed(pending.first)
             return
-        flight = Batch(pending.first, pending.after, len(pending.records), len(outputs.records), count)
+        flight = Batch(pending.first, pending.after, pending.consumed, len(outputs.records), count)
         self.in_flight.add(flight)
         self._send(outputs.records, flight)
         self.producer.poll(0)
@@ -370,18 +370,14 @@ class Worker:
         for i, r in enumerate(out):
             while True:
                 try:
-                    if r.timestamp_ms is None:  # an event or a score: stamped now by the client
-                        produce(r.topic, r.value, r.key, headers=r.headers, on_delivery=on_delivery)
-                    else:  # a dead letter keeps its input's timestamp (0: none, i.e. now)
-                        stamp = max(r.timestamp_ms, 0)
-                        produce(
-                            r.topic,
-                            r.value,
-                            r.key,
-                            headers=r.headers,
-                            timestamp=stamp,
-                            on_delivery=on_delivery,
-                        )
+                    produce(
+                        r.topic,
+                        r.value,
+                        r.key,
+                        headers=r.headers,
+                        timestamp=max(r.timestamp_ms or 0, 0),  # 0: now (events, scores)
+                        on_delivery=on_delivery,
+                    )
                     break
                 except BufferError:
                     self.producer.poll(0.05)
@@ -587,6 +583,6 @@ def _client_failure(error: KafkaError) -> FatalError:
     what = (
         "producer fenced: another instance owns this transactional id"
         if code == 3
-        else ("Kafka client failed fatally")
+        else "Kafka client failed fatally"
     )
     return FatalError(f"{what}: {error.str()} ({error.name()})", code)
