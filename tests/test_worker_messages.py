@@ -44,9 +44,10 @@ def test_event_id_is_deterministic_per_input_coordinate() -> None:
     assert m.event_id("ecg.beats", 0, 5) == m.event_id("ecg.beats", 0, 5)
     coordinates = [("ecg.beats", 0, 5), ("t", 11, 2**40), ("bëats/ünicode", 3, 0)]
     coordinates += [("ecg.beats", 7, offset) for offset in range(2000)]  # every variant digit
-    for topic, partition, offset in coordinates:
-        name = f"{topic}/{partition}/{offset}"
-        assert m.event_id(topic, partition, offset) == str(uuid.uuid5(m.EVENT_ID_NAMESPACE, name))
+    expected = [str(uuid.uuid5(m.EVENT_ID_NAMESPACE, f"{t}/{p}/{o}")) for t, p, o in coordinates]
+    assert m.event_ids(coordinates) == expected  # one batch, several topics
+    assert [m.event_id(*c) for c in coordinates[:50]] == expected[:50]
+    assert m.event_ids([]) == []
     assert len({m.event_id("ecg.beats", p, o) for p in range(3) for o in range(100)}) == 300
 
 

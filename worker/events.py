@@ -80,11 +80,13 @@ class OutputBuilder:
         window_end = np.minimum(window_start + ERROR_WINDOW, errors.shape[1])
         score = scores.score[rows].astype(np.float64)
         ratio = score / threshold
-        beat_times = _iso_times([meta[r].beat_time_ms for r in rows.tolist()])
+        chosen = [meta[r] for r in rows.tolist()]
+        beat_times = _iso_times([beat.beat_time_ms for beat in chosen])
         detected_at = m.iso_time(int(time.time() * 1000))
         out = []
         columns = zip(
-            rows.tolist(),
+            chosen,
+            _event_ids(chosen),
             score.tolist(),
             ratio.tolist(),
             m.severities(ratio),
@@ -97,11 +99,22 @@ class OutputBuilder:
             strict=True,
         )
         topic, headers, dumps = self.anomaly_topic, self._event_headers, orjson.dumps
-        for row, score_, ratio_, severity, beat_time, w_start, w_end, w_share, peak_at, peak_err in columns:
-            beat = meta[row]
+        for (
+            beat,
+            id_,
+            score_,
+            ratio_,
+            severity,
+            beat_time,
+            w_start,
+            w_end,
+            w_share,
+            peak_at,
+            peak_err,
+        ) in columns:
             record = beat.record
             event: dict[str, Any] = {
-                "event_id": m.event_id(record.topic, record.partition, record.offset),
+                "event_id": id_,
                 "source_id": beat.source_id,
                 "beat_time": beat_time,
                 "detected_at": detected_at,
@@ -136,12 +149,12 @@ class OutputBuilder:
     ) -> list[OutRecord]:
         out = []
         beat_times = _iso_times([b.beat_time_ms for b in meta])
-        for beat, value, flag, beat_time in zip(
-            meta, score.tolist(), anomaly.tolist(), beat_times, strict=True
+        for beat, event_id, value, flag, beat_time in zip(
+            meta, _event_ids(meta), score.tolist(), anomaly.tolist(), beat_times, strict=True
         ):
             record = beat.record
             body: dict[str, Any] = {
-                "event_id": m.event_id(record.topic, record.partition, record.offset),
+                "event_id": event_id,
                 "source_id": beat.source_id,
                 "beat_time": beat_time,
                 "score": value,
@@ -172,6 +185,10 @@ class OutputBuilder:
             (m.DLQ_FAILED_AT, m.iso_time(int(time.time() * 1000)).encode()),
         ]
         return OutRecord(self.dlq_topic, record.key, record.value, headers, record.timestamp)
+
+
+def _event_ids(meta: list[BeatMeta]) -> list[str]:
+    return m.event_ids([(b.record.topic, b.record.partition, b.record.offset) for b in meta])
 
 
 def _iso_times(epoch_ms: list[int]) -> list[str]:
