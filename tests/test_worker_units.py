@@ -22,7 +22,7 @@ from worker.events import OutputBuilder
 from worker.health import HealthState
 from worker.inflight import Batch, InFlight
 from worker.kafka_io import BrokerLink, Record, Watchdog, exit_code_for, fatal, fenced, security_config
-from worker.loop import Worker
+from worker.loop import SCORE_AHEAD_FROM, Worker
 from worker.metrics import WorkerMetrics, observe_many
 from worker.model import Scores, load_model
 from worker.options import OPTIONS, SECRETS
@@ -385,13 +385,12 @@ class _Producer:
         return 0
 
 
-def test_a_batch_still_scoring_is_rewound_with_an_earlier_failed_one(small_model: Path) -> None:
-    """Scoring runs a batch ahead: when batch N fails, batch N+1 is re-read too, whatever its partitions."""
-    settings = _settings(["--model", str(small_model), "--input-topic", "in"])
+def _unit_worker(model: Path) -> tuple[Worker, _Consumer, _Producer]:
+    settings = _settings(["--model", str(model), "--input-topic", "in"])
     consumer, producer = _Consumer(), _Producer()
     worker = Worker(
         settings,
-        load_model(small_model),
+        load_model(model),
         consumer,  # type: ignore[arg-type]
         producer,  # type: ignore[arg-type]
         WorkerMetrics(CollectorRegistry()),
@@ -401,15 +400,30 @@ def test_a_batch_still_scoring_is_rewound_with_an_earlier_failed_one(small_model
     )
     worker._assigned = {("in", 0), ("in", 1)}
     worker._stopping = True  # no retry back-off in a unit test
+    return worker, consumer, producer
+
+
+def _binary_records(partition: int, offsets: range) -> list[Record]:
     beat, headers = m.encode_beat_binary(np.zeros(m.BEAT_LENGTH)), m.beat_headers(m.BINARY_CONTENT_TYPE)
+    return [Record("in", partition, o, 1_700_000_000_000, b"s", beat, headers) for o in offsets]
 
-    def records(partition: int, offsets: range) -> list[Record]:
-        return [Record("in", partition, o, 1_700_000_000_000, b"s", beat, headers) for o in offsets]
 
-    worker._process(records(0, range(10, 13)))  # batch N: scoring
+def test_a_batch_still_scoring_is_rewound_with_an_earlier_failed_one(small_model: Path) -> None:
+    """Scoring runs a batch ahead: when batch N fails, batch N+1 is re-read too, whatever its partitions."""
+    worker, consumer, producer = _unit_worker(small_model)
+    size = SCORE_AHEAD_FROM  # large enough to be scored on the scoring thread
+    worker._process(_binary_records(0, range(10, 10 + size)))  # batch N: scoring
     assert worker._pending is not None and producer.sent == []
-    worker._process(records(1, range(5, 7)))  # batch N+1 scoring, batch N published
+    worker._process(_binary_records(1, range(5, 5 + size)))  # batch N+1 scoring, batch N published
     assert len(worker.in_flight) == 1
     worker._failed(worker.in_flight.clear())  # batch N's outputs failed
     assert sorted(consumer.seeks) == [("in", 0, 10), ("in", 1, 5)]
     assert worker._pending is None
+
+
+def test_a_small_batch_is_scored_and_published_at_once_after_the_one_still_scoring(small_model: Path) -> None:
+    worker, _consumer, _producer = _unit_worker(small_model)
+    worker._process(_binary_records(0, range(0, SCORE_AHEAD_FROM)))  # scoring ahead
+    worker._process(_binary_records(1, range(0, 3)))  # a trickle's batch
+    assert worker._pending is None
+    assert [b.first for b in worker.in_flight._batches] == [{("in", 0): 0}, {("in", 1): 0}]  # input order

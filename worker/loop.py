@@ -13,7 +13,10 @@ Scoring runs on a second thread, one batch ahead: while onnxruntime scores
 batch N (it releases the GIL), the loop builds and sends the outputs of batch
 N-1. At most one batch waits there (``_pending``); it is finished before the loop
 waits for input, before partitions are revoked and before the drain, and
-dropped, with its offsets joining the rewind, when an earlier batch fails.
+dropped, with its offsets joining the rewind, when an earlier batch fails. A
+small batch (a live feed's few records per poll) is scored on the loop's thread:
+handing it over cost more than scoring it, and on a trickle there is no next
+batch to overlap with.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ RETRY_BACKOFF = 1.0  # seconds before re-processing a rewound batch
 MAX_FAILED_BATCHES = 5  # in a row; then exit so the pod restarts with fresh clients
 IN_FLIGHT_BATCHES = 4  # at-least-once: full batches of input whose outputs may await acknowledgement
 SETTLE_WAIT = 0.002  # seconds a poll waits while outputs are in flight (their acks are the news)
+SCORE_AHEAD_FROM = 64  # beats; smaller batches are scored on the loop's thread
 
 
 class FatalError(EcgAnomalyError):
@@ -313,10 +317,21 @@ class Worker:
         except Exception as exc:  # every record has a reason code; an exception here is a bug
             self.metrics.errors.labels("decode").inc()
             raise FatalError(f"decoding a batch failed unexpectedly: {exc!r}") from exc
-        scores = self._scoring.submit(self._score, model, batch.beats) if batch.meta else None
+        scores: Future[Scores] | None = None
+        ahead = len(batch.meta) >= SCORE_AHEAD_FROM
+        if ahead:
+            scores = self._scoring.submit(self._score, model, batch.beats)
+        elif batch.meta:
+            scores = Future()
+            try:
+                scores.set_result(self._score(model, batch.beats))
+            except Exception as exc:  # reported where a scoring thread's failure is: in _finish
+                scores.set_exception(exc)
         previous, self._pending = self._pending, _Pending(len(records), first, after, batch, model, scores)
         if previous is not None:
             self._finish(previous)
+        if not ahead:  # scored already (or nothing to score): its outputs go now
+            self._finish_pending()
 
     def _score(self, model: Model, beats: np.ndarray) -> Scores:
         """On the scoring thread."""
