@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -369,9 +370,13 @@ class _Consumer:
 
     def __init__(self) -> None:
         self.seeks: list[tuple[str, int, int]] = []
+        self.commits: list[list[tuple[str, int, int]]] = []
 
     def seek(self, tp: TopicPartition) -> None:
         self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
 
 
 class _Producer:
@@ -403,9 +408,9 @@ def _unit_worker(model: Path) -> tuple[Worker, _Consumer, _Producer]:
     return worker, consumer, producer
 
 
-def _binary_records(partition: int, offsets: range) -> list[Record]:
+def _binary_records(partition: int, offsets: range, timestamp: int = 1_700_000_000_000) -> list[Record]:
     beat, headers = m.encode_beat_binary(np.zeros(m.BEAT_LENGTH)), m.beat_headers(m.BINARY_CONTENT_TYPE)
-    return [Record("in", partition, o, 1_700_000_000_000, b"s", beat, headers) for o in offsets]
+    return [Record("in", partition, o, timestamp, b"s", beat, headers) for o in offsets]
 
 
 def test_a_batch_still_scoring_is_rewound_with_an_earlier_failed_one(small_model: Path) -> None:
@@ -427,3 +432,27 @@ def test_a_small_batch_is_scored_and_published_at_once_after_the_one_still_scori
     worker._process(_binary_records(1, range(0, 3)))  # a trickle's batch
     assert worker._pending is None
     assert [b.first for b in worker.in_flight._batches] == [{("in", 0): 0}, {("in", 1): 0}]  # input order
+
+
+def test_end_to_end_latency_is_split_into_fetch_process_and_publish(small_model: Path) -> None:
+    worker, consumer, _producer = _unit_worker(small_model)
+    worker._polled_at = time.time()  # taken from the client now; produced 200 ms ago
+    worker._process(_binary_records(0, range(3), timestamp=int(worker._polled_at * 1000) - 200))
+    time.sleep(0.05)  # the broker takes its time to acknowledge
+    for batch in worker.in_flight._batches:
+        batch.remaining = 0
+    worker._settle()
+    assert consumer.commits == [[("in", 0, 3)]]
+
+    def sample(name: str, stage: str = "") -> float:
+        value = worker.metrics.registry.get_sample_value(name, {"stage": stage} if stage else {})
+        assert value is not None
+        return value
+
+    assert sample("ecg_stage_latency_seconds_count", "fetch") == 3  # per beat
+    assert 0.19 <= sample("ecg_stage_latency_seconds_sum", "fetch") / 3 < 0.25
+    assert sample("ecg_stage_latency_seconds_count", "process") == 1  # per batch
+    assert 0 <= sample("ecg_stage_latency_seconds_sum", "process") < 0.2  # decode, score, events
+    assert sample("ecg_stage_latency_seconds_count", "publish") == 1
+    assert 0.05 <= sample("ecg_stage_latency_seconds_sum", "publish") < 1.0
+    assert sample("ecg_end_to_end_latency_seconds_sum") / 3 >= 0.25

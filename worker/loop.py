@@ -79,6 +79,7 @@ class _Pending:
     batch: DecodedBatch
     model: Model  # the model that scores it, even if a reload lands meanwhile
     scores: Future[Scores] | None  # None: nothing to score (every record dead-lettered)
+    polled_at: float  # epoch seconds its records were taken from the client
 
 
 class Worker:
@@ -115,6 +116,7 @@ class Worker:
         self.in_flight = InFlight(IN_FLIGHT_BATCHES * settings.max_batch)
         self._scoring = ThreadPoolExecutor(1, thread_name_prefix="scoring")
         self._pending: _Pending | None = None
+        self._polled_at = time.time()  # when the last poll took records (set again by each)
         self._stopping = False
         self._next_reload = time.monotonic() + settings.reload_interval
         self._last_connected = time.monotonic()
@@ -180,6 +182,7 @@ class Worker:
             if first is None:
                 return []
             messages = [first, *self.consumer.consume(max_batch - 1, 0)] if max_batch > 1 else [first]
+        self._polled_at = time.time()
         records = []
         for message in messages:
             error = message.error()
@@ -327,7 +330,8 @@ class Worker:
                 scores.set_result(self._score(model, batch.beats))
             except Exception as exc:  # reported where a scoring thread's failure is: in _finish
                 scores.set_exception(exc)
-        previous, self._pending = self._pending, _Pending(len(records), first, after, batch, model, scores)
+        pending = _Pending(len(records), first, after, batch, model, scores, self._polled_at)
+        previous, self._pending = self._pending, pending
         if previous is not None:
             self._finish(previous)
         if not ahead:  # scored already (or nothing to score): its outputs go now
@@ -357,7 +361,7 @@ class Worker:
                 return
         outputs = self.outputs.build(batch.meta, scores, model.threshold, model.version, batch.rejects)
 
-        tally = _Tally.of(pending.consumed, batch, scores, outputs.anomaly)
+        tally = _Tally.of(pending, scores, outputs.anomaly, built_at=time.time())
 
         def count() -> None:
             self._count(tally)
@@ -548,7 +552,11 @@ class Worker:
         m.scored.labels("normal").inc(len(t.anomaly) - n_anomaly)
         m.batch_size.observe(len(t.anomaly))
         observe_many(m.reconstruction_error, t.score.astype(np.float64))
-        observe_many(m.latency, np.maximum(time.time() * 1000 - t.timestamps, 0.0) / 1000)
+        now = time.time()
+        observe_many(m.latency, np.maximum(now * 1000 - t.timestamps, 0.0) / 1000)
+        observe_many(m.fetch_latency, np.maximum(t.polled_at * 1000 - t.timestamps, 0.0) / 1000)
+        m.process_latency.observe(max(t.built_at - t.polled_at, 0.0))
+        m.publish_latency.observe(max(now - t.built_at, 0.0))
         for label, flag in t.labels:
             m.labelled.labels(label, "anomaly" if flag else "normal").inc()
 
@@ -564,20 +572,25 @@ class _Tally:
     anomaly: np.ndarray
     timestamps: np.ndarray  # float64 epoch ms of each scored beat
     labels: list[tuple[str, bool]]  # (ground-truth label, flagged) of the labelled beats
+    polled_at: float  # epoch seconds: taken from the client
+    built_at: float  # epoch seconds: outputs built
 
     @classmethod
-    def of(cls, consumed: int, batch: DecodedBatch, scores: Scores | None, anomaly: np.ndarray) -> _Tally:
+    def of(cls, pending: _Pending, scores: Scores | None, anomaly: np.ndarray, built_at: float) -> _Tally:
+        batch = pending.batch
         meta = batch.meta
         stamps = np.fromiter((b.record.timestamp for b in meta), dtype=np.float64, count=len(meta))
         labels = [(b.label, f) for b, f in zip(meta, anomaly.tolist(), strict=True) if b.label is not None]
         return cls(
-            consumed,
+            pending.consumed,
             [r.reason.value for r in batch.rejects],
             batch.rejects[0].record if batch.rejects else None,
             None if scores is None else scores.score,
             anomaly,
             stamps,
             labels,
+            pending.polled_at,
+            built_at,
         )
 
 

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from schemas.messages import DEAD_LETTER_REASONS, LABELS
 
 OUTCOMES = ("normal", "anomaly")
+LATENCY_STAGES = ("fetch", "process", "publish")  # end to end, in order
 STAGES = ("decode", "score", "produce", "commit", "transaction", "poll", "model_reload")
 
 # Fine below 50 ms, where alerting SLOs live (25 ms is a bucket edge: the share within it is exact).
@@ -47,6 +48,18 @@ class WorkerMetrics:
             "Input record timestamp to outputs acknowledged (and offsets committed), per beat.",
             buckets=_LATENCY_BUCKETS,
             registry=r,
+        )
+        self.stage_latency = Histogram(
+            "ecg_stage_latency_seconds",
+            "Where end-to-end latency goes. fetch: input record timestamp to taken from the client, "
+            "per beat (the producer, the broker, the fetch); process: taken to outputs built (decode, "
+            "score, events), per batch; publish: built to acknowledged (or committed), per batch.",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fetch_latency, self.process_latency, self.publish_latency = (
+            self.stage_latency.labels(stage) for stage in LATENCY_STAGES
         )
         self.batch_size = Histogram(
             "ecg_batch_size", "Beats per scored batch.", buckets=_BATCH_BUCKETS, registry=r
