@@ -128,7 +128,7 @@ def run_module(module: str, *args: str, timeout: float = 600) -> dict[str, Any]:
 def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float:
     """Prometheus' histogram_quantile (linear within the bucket), in ms."""
     buckets = sorted(
-        (float(k.split('le="')[1].rstrip('"}')), v)
+        (float(k.split('le="')[1].split('"')[0]), v)
         for k, v in metrics.items()
         if k.startswith(name + "_bucket")
     )

@@ -87,6 +87,14 @@ def table(results: dict[str, Any]) -> str:
                 f"{lat['worker_histogram_p95_ms']}, p99 {lat['worker_histogram_p99_ms']}",
             )
         )
+        if stages := lat.get("stages_ms"):
+            rows.append(
+                (
+                    "the same window by stage, worker histograms (ms)",
+                    "; ".join(f"{name} p50 {q['p50']}, p99 {q['p99']}" for name, q in stages.items()),
+                    "fetch: producer, broker, fetch; process: the worker; publish: produce to acknowledged",
+                )
+            )
     runs = [
         run for k, v in r.items() if k.startswith("worker_") for run in v.get("runs", [v]) if "rss_mb" in run
     ]

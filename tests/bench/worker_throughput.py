@@ -34,6 +34,8 @@ from tests.support.worker import WorkerProcess, wait_for
 
 ANOMALY = 'ecg_beats_scored_total{outcome="anomaly"}'
 LATENCY = "ecg_end_to_end_latency_seconds"
+STAGE_LATENCY = "ecg_stage_latency_seconds"
+STAGES = ("fetch", "process", "publish")
 
 
 def throughput(
@@ -168,7 +170,11 @@ def latency(
             raise RuntimeError("the latency feed could not deliver every beat")
         wait_for(lambda: w.metrics()["ecg_beats_consumed_total"] >= total, 120, "every beat consumed")
         metrics = w.metrics()
-        window = {k: v - before.get(k, 0.0) for k, v in metrics.items() if k.startswith(LATENCY + "_bucket")}
+        window = {
+            k: v - before.get(k, 0.0)
+            for k, v in metrics.items()
+            if k.startswith((LATENCY + "_bucket", STAGE_LATENCY + "_bucket"))
+        }
         wait_for(lambda: len(received) >= metrics[ANOMALY], 30, "every event")
     finally:
         stop.set()
@@ -192,6 +198,15 @@ def latency(
         "worker_histogram_p50_ms": histogram_quantile(window, LATENCY, 0.5),
         "worker_histogram_p95_ms": histogram_quantile(window, LATENCY, 0.95),
         "worker_histogram_p99_ms": histogram_quantile(window, LATENCY, 0.99),
+        "stages_ms": {  # the worker's split of the same window: where the time goes
+            stage: {
+                f"p{round(q * 100)}": histogram_quantile(
+                    {k: v for k, v in window.items() if f'stage="{stage}"' in k}, STAGE_LATENCY, q
+                )
+                for q in (0.5, 0.95, 0.99)
+            }
+            for stage in STAGES
+        },
     }
 
 
