@@ -336,6 +336,21 @@ def test_broker_link_reads_connectivity_and_lag_from_statistics() -> None:
     assert exit_code_for(KafkaError(KafkaError._FENCED, fatal=True)) == 3
 
 
+def test_a_fatal_consumer_error_reported_to_the_error_callback_ends_the_loop() -> None:
+    """librdkafka reports a consumer's fatal error as _FATAL, without the fatal flag (seen in chaos 4)."""
+    fenced_member = KafkaError(
+        KafkaError._FATAL,
+        "Fatal error: Broker: Static consumer fenced by other consumer with same group.instance.id",
+    )
+    assert not fenced_member.fatal()
+    producer_side = BrokerLink()
+    producer_side.on_error(fenced_member)  # the producer's calls raise with the specific code instead
+    assert producer_side.fatal is None
+    consumer_side = BrokerLink()
+    consumer_side.on_consumer_error(fenced_member)
+    assert consumer_side.fatal is fenced_member and exit_code_for(fenced_member) == 1
+
+
 def test_fencing_and_fatal_errors_are_recognised() -> None:
     assert fenced(KafkaException(KafkaError(KafkaError._FENCED, fatal=True)))
     assert fenced(KafkaException(KafkaError(KafkaError.PRODUCER_FENCED)))

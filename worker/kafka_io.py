@@ -107,6 +107,18 @@ class BrokerLink:
                     lag[int(key)] = end - position
         self.lag = lag
 
+    def on_consumer_error(self, error: KafkaError) -> None:
+        """The consumer's error callback: its fatal errors arrive as ``_FATAL`` without the fatal flag.
+
+        A static member fenced by its own rejoin after a long broker outage is one (seen in chaos
+        4): the consumer can do nothing more, so the loop exits at once instead of waiting out
+        ``--broker-timeout`` with no partitions. The producer's fatal errors also surface from its
+        own calls, with the code that tells fencing (exit 3) from the rest.
+        """
+        if error.code() == KafkaError._FATAL and self.fatal is None:
+            self.fatal = error
+        self.on_error(error)
+
     def on_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.connected = False
@@ -137,6 +149,7 @@ def make_consumer(
     """The group consumer; not yet subscribed (the loop subscribes with its rebalance callbacks)."""
     config = {
         **_common(settings, link),
+        "error_cb": link.on_consumer_error,
         "group.id": settings.group_id,
         "enable.auto.commit": False,  # the loop commits what its outputs made safe
         "enable.auto.offset.store": False,
