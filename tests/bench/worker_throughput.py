@@ -31,11 +31,11 @@ from tests.bench.common import (
     worker,
 )
 from tests.support.worker import WorkerProcess, wait_for
+from worker.metrics import LATENCY_STAGES
 
 ANOMALY = 'ecg_beats_scored_total{outcome="anomaly"}'
 LATENCY = "ecg_end_to_end_latency_seconds"
 STAGE_LATENCY = "ecg_stage_latency_seconds"
-STAGES = ("fetch", "process", "publish")
 
 
 def throughput(
@@ -205,7 +205,7 @@ def latency(
                 )
                 for q in (0.5, 0.95, 0.99)
             }
-            for stage in STAGES
+            for stage in LATENCY_STAGES
         },
     }
 
