@@ -148,6 +148,9 @@ def test_decoder_fills_one_batch_from_json_and_binary() -> None:
         (Rec(b"{'single': 'quotes'}"), "invalid_json"),
         (Rec(b'{"source_id": "p", "values": [NaN]}'), "invalid_json"),
         (Rec(b"\0" * 560, key=b"\xff", headers=m.beat_headers(m.BINARY_CONTENT_TYPE)), "undecodable_bytes"),
+        # a record timestamp that stands in for an absent beat_time is held to the same range
+        (Rec(b"\0" * 560, headers=m.beat_headers(m.BINARY_CONTENT_TYPE), timestamp=10**17), "wrong_type"),
+        (Rec(m.encode_beat_json("p", [0.0] * m.BEAT_LENGTH), timestamp=m.MAX_BEAT_TIME_MS + 1), "wrong_type"),
     ],
 )
 def test_decoder_reasons(record: Rec, reason: str) -> None:
@@ -221,6 +224,28 @@ def test_outputs_locate_the_error_and_copy_dead_letters_untouched() -> None:
     assert dead.headers[0] == ("trace", b"1")
     assert headers[m.DLQ_REASON] == b"invalid_json" and headers[m.DLQ_OFFSET] == b"3"
     assert headers[m.DLQ_CONSUMER_GROUP] == b"group-1"
+
+
+def test_beat_times_at_both_ends_of_the_range_make_valid_events() -> None:
+    """Epoch 0 and 9999-12-31T23:59:59.999Z are accepted and written as four-digit-year ISO times."""
+    beats = [
+        Rec(m.encode_beat_json("p", [0.0] * m.BEAT_LENGTH, beat_time=0)),
+        Rec(m.encode_beat_json("p", [0.0] * m.BEAT_LENGTH, beat_time=m.MAX_BEAT_TIME_MS)),
+        Rec(m.encode_beat_json("p", [0.0] * m.BEAT_LENGTH, beat_time="9999-12-31T18:59:59.999-05:00")),
+    ]
+    batch = _decode(beats)
+    assert not batch.rejects
+    scores = Scores(np.ones(3, dtype=np.float32), np.ones((3, m.BEAT_LENGTH), dtype=np.float32))
+    builder = OutputBuilder("anomalies", "", "dlq", "group-1", "worker-1")
+    out = builder.build(batch.meta, scores, 0.5, "v1", [])
+    events = [orjson.loads(r.value) for r in out.records]
+    for event in events:
+        m.validate_event(event)
+    assert [e["beat_time"] for e in events] == [
+        "1970-01-01T00:00:00.000Z",
+        "9999-12-31T23:59:59.999Z",
+        "9999-12-31T23:59:59.999Z",
+    ]
 
 
 def test_metrics_are_preinitialised_with_fixed_labels() -> None:

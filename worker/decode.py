@@ -29,6 +29,7 @@ from schemas.messages import (
     CONTENT_TYPE_HEADER,
     JSON_CONTENT_TYPE,
     LABELS,
+    MAX_BEAT_TIME_MS,
     DeadLetterReason,
 )
 
@@ -149,7 +150,7 @@ class BeatDecoder:
         values, source_id, beat_time, beat_id, label = fields
         if type(source_id) is not str or not source_id:
             raise _Invalid(DeadLetterReason.WRONG_TYPE, "source_id must be a non-empty string")
-        beat_time_ms = record.timestamp if beat_time is None else _beat_time_ms(beat_time)
+        beat_time_ms = _record_time_ms(record) if beat_time is None else _beat_time_ms(beat_time)
         if beat_id is not None and type(beat_id) is not str:
             raise _Invalid(DeadLetterReason.WRONG_TYPE, "beat_id must be a string")
         if label is not None and label not in LABELS:
@@ -233,7 +234,7 @@ class BeatDecoder:
             source_id = record.key.decode("utf-8")
         except UnicodeDecodeError:
             raise _Invalid(DeadLetterReason.UNDECODABLE_BYTES, "record key is not UTF-8") from None
-        return BeatMeta(record, source_id, record.timestamp)
+        return BeatMeta(record, source_id, _record_time_ms(record))
 
 
 _CONTENT_TYPES = {
@@ -255,16 +256,42 @@ def _content_type(headers: list[tuple[str, bytes]] | None) -> str | None:
     return None
 
 
+def _record_time_ms(record: Any) -> int:
+    """The record's timestamp as the beat time, in the range :func:`_beat_time_ms` accepts.
+
+    Kafka 4 brokers refuse timestamps more than an hour ahead by default; older brokers, or one
+    configured to, store whatever a producer set.
+    """
+    ms: int = record.timestamp
+    if 0 <= ms <= MAX_BEAT_TIME_MS:
+        return ms
+    raise _Invalid(
+        DeadLetterReason.WRONG_TYPE,
+        f"the record timestamp {ms} (the beat time when beat_time is absent) "
+        "is not in 1970-01-01 to 9999-12-31",
+    )
+
+
 def _beat_time_ms(beat_time: Any) -> int:
-    if type(beat_time) is int and beat_time >= 0:
-        return beat_time
-    if type(beat_time) is str:
+    """Epoch milliseconds of an accepted ``beat_time``, 1970 to the end of year 9999.
+
+    The bound matters: a larger integer passed JSON and the schema's old ``minimum`` but made the
+    outputs' ISO-8601 time (and, past 2**63, numpy) fail, which would have stopped every batch it
+    was in, over and over.
+    """
+    ms: int | None = None
+    if type(beat_time) is int:
+        ms = beat_time
+    elif type(beat_time) is str:
         try:
             when = datetime.fromisoformat(beat_time)
         except ValueError:
             when = None
         if when is not None and when.tzinfo is not None:
-            return int(when.timestamp() * 1000)
+            ms = int(when.timestamp() * 1000)
+    if ms is not None and 0 <= ms <= MAX_BEAT_TIME_MS:
+        return ms
     raise _Invalid(
-        DeadLetterReason.WRONG_TYPE, "beat_time must be epoch milliseconds or ISO-8601 with a UTC offset"
+        DeadLetterReason.WRONG_TYPE,
+        "beat_time must be epoch milliseconds or ISO-8601 with a UTC offset, 1970-01-01 to 9999-12-31",
     )
