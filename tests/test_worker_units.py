@@ -256,8 +256,14 @@ def test_metrics_are_preinitialised_with_fixed_labels() -> None:
     assert 'ecg_labelled_beats_total{label="anomaly",outcome="normal"} 0.0' in text
 
 
-def test_observe_many_counts_like_observe() -> None:
-    values = np.array([0.05, 0.1, 0.3, 0.5, 0.7, 1.0, 2.0])
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([0.05, 0.1, 0.3, 0.5, 0.7, 1.0, 2.0]),  # a few: placed one by one
+        np.random.default_rng(7).choice([0.05, 0.1, 0.3, 0.5, 0.7, 1.0, 2.0], 100),  # many: vectorised
+    ],
+)
+def test_observe_many_counts_like_observe(values: np.ndarray) -> None:
     one, many = CollectorRegistry(), CollectorRegistry()
     h1 = Histogram("h", "h", buckets=(0.1, 0.5, 1.0), registry=one)
     h2 = Histogram("h", "h", buckets=(0.1, 0.5, 1.0), registry=many)
@@ -265,10 +271,11 @@ def test_observe_many_counts_like_observe() -> None:
         h1.observe(float(v))
     observe_many(h2, values)
     samples = [
-        [s for s in next(iter(reg.collect())).samples if not s.name.endswith("_created")]
-        for reg in (one, many)
+        {s.name + str(s.labels): s.value for s in next(iter(reg.collect())).samples} for reg in (one, many)
     ]
-    assert samples[0] == samples[1]
+    for name in ("h_created{}", "h_sum{}"):
+        assert samples[1].pop(name) == pytest.approx(samples[0].pop(name))  # numpy sums pairwise
+    assert samples[0] == samples[1]  # every bucket and the count, exactly
 
 
 def test_worker_imports_neither_tensorflow_nor_onnx() -> None:

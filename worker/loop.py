@@ -547,9 +547,9 @@ class Worker:
             )
         if t.score is None:
             return
-        n_anomaly = int(t.anomaly.sum())
-        m.scored.labels("anomaly").inc(n_anomaly)
-        m.scored.labels("normal").inc(len(t.anomaly) - n_anomaly)
+        n_anomaly = int(np.count_nonzero(t.anomaly))
+        m.scored_anomaly.inc(n_anomaly)
+        m.scored_normal.inc(len(t.anomaly) - n_anomaly)
         m.batch_size.observe(len(t.anomaly))
         observe_many(m.reconstruction_error, t.score.astype(np.float64))
         now = time.time()
