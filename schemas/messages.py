@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -145,9 +145,15 @@ def severities(ratios: np.ndarray) -> list[str]:
 
 
 def iso_time(epoch_ms: int) -> str:
-    """Epoch milliseconds → ``2026-11-23T18:00:00.123Z``."""
-    when = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+    """Epoch milliseconds → ``2026-11-23T18:00:00.123Z`` (0 to :data:`MAX_BEAT_TIME_MS`)."""
+    seconds, millis = divmod(epoch_ms, 1000)
+    return f"{_iso_second(seconds)}.{millis:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    """Cached: a live feed's beat and detection times fall in the same few seconds, batch after batch."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def encode_beat_json(

@@ -76,3 +76,12 @@ def test_reason_codes_are_a_closed_documented_set() -> None:
 def test_severity_names_match_the_event_schema() -> None:
     assert m.anomaly_event_schema()["properties"]["severity"]["enum"] == list(m.SEVERITIES)
     assert [name for _, name in m.SEVERITY_BOUNDS] + ["critical"] == list(m.SEVERITIES)
+
+
+def test_iso_time_matches_numpy_over_the_accepted_range() -> None:
+    rng = np.random.default_rng(3)
+    stamps = [0, 999, 1000, 1_764_000_000_123, m.MAX_BEAT_TIME_MS]
+    stamps += rng.integers(0, m.MAX_BEAT_TIME_MS, 5000).tolist()
+    expected = np.datetime_as_string(np.array(stamps, dtype="datetime64[ms]"), unit="ms")
+    assert [m.iso_time(ms) for ms in stamps] == [t + "Z" for t in expected.tolist()]
+    assert m.iso_time(m.MAX_BEAT_TIME_MS) == "9999-12-31T23:59:59.999Z"

@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 
 from schemas import messages as m
+from schemas.messages import iso_time
 from worker.decode import BeatMeta, Reject
 from worker.model import Scores
 
@@ -81,8 +82,8 @@ class OutputBuilder:
         score = scores.score[rows].astype(np.float64)
         ratio = score / threshold
         chosen = [meta[r] for r in rows.tolist()]
-        beat_times = _iso_times([beat.beat_time_ms for beat in chosen])
-        detected_at = m.iso_time(int(time.time() * 1000))
+        beat_times = [iso_time(beat.beat_time_ms) for beat in chosen]
+        detected_at = iso_time(int(time.time() * 1000))
         out = []
         columns = zip(
             chosen,
@@ -148,7 +149,7 @@ class OutputBuilder:
         self, meta: list[BeatMeta], score: np.ndarray, anomaly: np.ndarray, threshold: float, version: str
     ) -> list[OutRecord]:
         out = []
-        beat_times = _iso_times([b.beat_time_ms for b in meta])
+        beat_times = [iso_time(b.beat_time_ms) for b in meta]
         for beat, event_id, value, flag, beat_time in zip(
             meta, _event_ids(meta), score.tolist(), anomaly.tolist(), beat_times, strict=True
         ):
@@ -182,16 +183,10 @@ class OutputBuilder:
             (m.DLQ_OFFSET, str(record.offset).encode()),
             (m.DLQ_TIMESTAMP, str(record.timestamp).encode()),
             *self._dlq_static,
-            (m.DLQ_FAILED_AT, m.iso_time(int(time.time() * 1000)).encode()),
+            (m.DLQ_FAILED_AT, iso_time(int(time.time() * 1000)).encode()),
         ]
         return OutRecord(self.dlq_topic, record.key, record.value, headers, record.timestamp)
 
 
 def _event_ids(meta: list[BeatMeta]) -> list[str]:
     return m.event_ids([(b.record.topic, b.record.partition, b.record.offset) for b in meta])
-
-
-def _iso_times(epoch_ms: list[int]) -> list[str]:
-    """Epoch milliseconds → ISO-8601 UTC strings (``...T18:00:00.123Z``), vectorised."""
-    stamps = np.array(epoch_ms, dtype="datetime64[ms]")
-    return [t + "Z" for t in np.datetime_as_string(stamps, unit="ms").tolist()]
