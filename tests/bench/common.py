@@ -93,6 +93,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave other guests while this machine's CPUs wanted it, so far (all CPUs)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def worker(
     bootstrap: str, model: Path, topic: str, logs: Path, group: str = "", **options: Any
 ) -> WorkerProcess:

@@ -95,6 +95,14 @@ def table(results: dict[str, Any]) -> str:
                     "fetch: producer, broker, fetch; process: the worker; publish: produce to acknowledged",
                 )
             )
+        if cpu := lat.get("cpu_share"):
+            rows.append(
+                (
+                    "the same window: CPU used, share of one CPU",
+                    ", ".join(f"{name} {share:.2f}" for name, share in cpu.items() if name != "steal"),
+                    f"of {r.get('cpu_count')} CPUs; steal (the host's other guests) {cpu.get('steal', 0)}",
+                )
+            )
     runs = [
         run for k, v in r.items() if k.startswith("worker_") for run in v.get("runs", [v]) if "rss_mb" in run
     ]

@@ -119,7 +119,11 @@ def main() -> None:
     }
     results["load_avg_at_start"] = _load()
     with ExitStack() as stack:
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or stack.enter_context(LocalBroker()).bootstrap
+        broker: LocalBroker | None = None
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+        if not bootstrap:
+            broker = stack.enter_context(LocalBroker())
+            bootstrap = broker.bootstrap
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         stack.callback(admin.close)
 
@@ -172,7 +176,7 @@ def main() -> None:
                 part(f"scaleout_{n}", wt.throughput, bootstrap, model, admin, feeds["binary"], logs, n)
         if "latency" in args.only:
             lat = (args.rate, args.seconds, args.sources, logs, args.warmup)
-            part("latency", wt.latency, bootstrap, model, admin, beats, *lat)
+            part("latency", wt.latency, bootstrap, model, admin, beats, *lat, broker and broker.pid())
         if "ready" in args.only:
             part("time_to_ready", wt.time_to_ready, bootstrap, model, admin, 3, logs)
     results["load_avg_at_end"] = _load()

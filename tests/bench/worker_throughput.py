@@ -7,6 +7,7 @@ topics, and reads its own Prometheus metrics.
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -27,6 +28,7 @@ from tests.bench.common import (
     drain_rate,
     histogram_quantile,
     rss_mb,
+    steal_seconds,
     unique,
     worker,
 )
@@ -105,6 +107,7 @@ def latency(
     sources: int,
     logs: Path,
     warmup: float = 15.0,
+    broker_pid: int | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """A steady JSON feed at ``rate`` beats/s from ``sources`` sources; ``warmup`` s, then ``seconds`` timed.
@@ -117,6 +120,10 @@ def latency(
     moment the event reached it. The warm-up is at the same rate: a broker JVM
     that has not yet compiled its hot paths answers in hundreds of ms at first
     (measured on this machine), which is the broker's start, not the steady state.
+
+    Over the measured window it also takes what each process used of the CPUs (the broker's only
+    when it is the local one, ``broker_pid``) and the hypervisor's steal: on a small machine that
+    shares its cores, the tail is decided there as much as in the worker.
 
     The feed and the reader are confluent-kafka clients: on two cores the load
     generator competes with the worker for CPU, and kafka-python's pure-Python
@@ -149,8 +156,13 @@ def latency(
     warm = int(rate * warmup)
     before: dict[str, float] = {}
     measure_from_ms = 0.0
+    cpu_before: dict[str, float] = {}
+    cpu_after: dict[str, float] = {}
     try:
         w.wait_ready()
+        pids = {"worker": _pid(w), "feed and reader (this process)": os.getpid()}
+        if broker_pid is not None:
+            pids["broker"] = broker_pid
         reader.start()
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
         headers = m.beat_headers()
@@ -160,12 +172,14 @@ def latency(
         for i in range(total):
             if i == warm:
                 before, measure_from_ms = w.metrics(), time.time() * 1000
+                cpu_before = _cpu_now(pids)
             producer.produce(topic, encoded[i % len(encoded)], keys[i % sources], headers=headers)
             producer.poll(0)
             ahead = (i + 1) / rate - (time.monotonic() - start)
             if ahead > 0:
                 time.sleep(ahead)
         sent_rate = total / (time.monotonic() - start)
+        cpu_after = _cpu_now(pids)
         if producer.flush(60):
             raise RuntimeError("the latency feed could not deliver every beat")
         wait_for(lambda: w.metrics()["ecg_beats_consumed_total"] >= total, 120, "every beat consumed")
@@ -198,6 +212,11 @@ def latency(
         "worker_histogram_p50_ms": histogram_quantile(window, LATENCY, 0.5),
         "worker_histogram_p95_ms": histogram_quantile(window, LATENCY, 0.95),
         "worker_histogram_p99_ms": histogram_quantile(window, LATENCY, 0.99),
+        "cpu_share": {  # of one CPU, over the measured window
+            name: round((cpu_after[name] - cpu_before[name]) / (cpu_after["wall"] - cpu_before["wall"]), 2)
+            for name in cpu_before
+            if name != "wall"
+        },
         "stages_ms": {  # the worker's split of the same window: where the time goes
             stage: {
                 f"p{round(q * 100)}": histogram_quantile(
@@ -207,6 +226,14 @@ def latency(
             }
             for stage in LATENCY_STAGES
         },
+    }
+
+
+def _cpu_now(pids: dict[str, int]) -> dict[str, float]:
+    return {
+        **{name: cpu_seconds(pid) for name, pid in pids.items()},
+        "steal": steal_seconds(),
+        "wall": time.monotonic(),
     }
 
 
