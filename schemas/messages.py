@@ -55,11 +55,11 @@ SCORE_CONTENT_TYPE = "application/vnd.ecg-anomaly.score+json"
 
 LABELS = ("normal", "anomaly")
 
-# Dead-letter headers, added after the input record's own headers. The prefix
-# follows Kafka Connect's ``__connect.errors.*`` idea with a project name.
 # The latest beat time an output can carry as ISO-8601 (a four-digit year): 9999-12-31T23:59:59.999Z.
 MAX_BEAT_TIME_MS = 253_402_300_799_999
 
+# Dead-letter headers, added after the input record's own headers. The prefix
+# follows Kafka Connect's ``__connect.errors.*`` idea with a project name.
 DLQ_HEADER_PREFIX = "ecg.dlq."
 DLQ_REASON = "ecg.dlq.reason"
 DLQ_MESSAGE = "ecg.dlq.message"

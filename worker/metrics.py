@@ -25,8 +25,8 @@ _LATENCY_BUCKETS = (
 )  # fmt: skip
 _INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
-_FEW = 16  # values: up to this many, observe_many places them one by one (measured crossover ~20)
 _ERROR_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)
+_FEW = 16  # values: up to this many, observe_many places them one by one (measured crossover ~20)
 
 
 class WorkerMetrics:
