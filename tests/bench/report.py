@@ -103,6 +103,16 @@ def table(results: dict[str, Any]) -> str:
                     f"of {r.get('cpu_count')} CPUs; steal (the host's other guests) {cpu.get('steal', 0)}",
                 )
             )
+        if len(lat_runs := [x for x in lat.get("runs", []) if "p99_ms" in x]) > 1:
+            rows.append(
+                (
+                    f"latency, every run ({len(lat_runs)}; the table shows the one with the median p99)",
+                    "p99 " + " / ".join(f"{x['p99_ms']}" for x in lat_runs) + " ms",
+                    "steal "
+                    + " / ".join(f"{x.get('cpu_share', {}).get('steal', '?')}" for x in lat_runs)
+                    + " of a CPU in the same runs",
+                )
+            )
     runs = [
         run for k, v in r.items() if k.startswith("worker_") for run in v.get("runs", [v]) if "rss_mb" in run
     ]
