@@ -14,7 +14,7 @@ DEMO_ARGS ?=
 
 .PHONY: install tools demo test chaos bench worker-requirements lint format kafka-up kafka-down kafka-status clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml worker/_events.c worker/_records.c
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

@@ -54,12 +54,12 @@ def test_pinned_worker_install_runs_without_tensorflow(tmp_path: Path) -> None:
     # Install from a copy holding only what the Dockerfile copies, so nothing else can leak in.
     src = tmp_path / "src"
     src.mkdir()
-    for item in ("pyproject.toml", "README.md", "ecg_anomaly", "schemas", "worker", "trainer"):
+    for item in ("pyproject.toml", "setup.py", "README.md", "ecg_anomaly", "schemas", "worker", "trainer"):
         copy = shutil.copytree if (REPO / item).is_dir() else shutil.copy
         copy(
             REPO / item,
             src / item,
-            **({"ignore": shutil.ignore_patterns("__pycache__")} if (REPO / item).is_dir() else {}),
+            **({"ignore": shutil.ignore_patterns("__pycache__", "*.so")} if (REPO / item).is_dir() else {}),
         )
     subprocess.run([*pip, "--no-deps", str(src)], check=True)
 

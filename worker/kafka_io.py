@@ -16,12 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from worker._records import take
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,11 @@ TRANSACTION_TIMEOUT_MS = 10_000  # exactly-once: see make_producer
 STATISTICS_INTERVAL_MS = 1000  # broker states and partition lag, parsed on the loop's thread
 
 
-@dataclass(slots=True)
-class Record:
-    """One consumed record as the decoder and the outputs see it (plain attributes, any client)."""
+class Record(NamedTuple):
+    """One consumed record as the decoder and the outputs see it (plain attributes, any client).
+
+    A tuple: :func:`take_records` builds them in C.
+    """
 
     topic: str
     partition: int
@@ -45,16 +47,9 @@ class Record:
     headers: list[tuple[str, bytes]] | None
 
 
-def to_record(message: Message) -> Record:
-    return Record(
-        message.topic(),  # type: ignore[arg-type]
-        message.partition(),  # type: ignore[arg-type]
-        message.offset(),  # type: ignore[arg-type]
-        message.timestamp()[1],
-        message.key(),  # type: ignore[arg-type]
-        message.value(),  # type: ignore[arg-type]
-        message.headers(),  # type: ignore[arg-type]
-    )
+def take_records(messages: list[Message]) -> tuple[list[Record], list[Message]]:
+    """The records of the messages without an error, and the messages with one (in order)."""
+    return take(messages, Record)
 
 
 def security_config(settings: WorkerSettings) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from worker.kafka_io import (
     fenced,
     kafka_error,
     partitions,
-    to_record,
+    take_records,
 )
 from worker.metrics import WorkerMetrics, observe_many
 from worker.model import Model, ModelReloader, Scores
@@ -183,14 +183,10 @@ class Worker:
                 return []
             messages = [first, *self.consumer.consume(max_batch - 1, 0)] if max_batch > 1 else [first]
         self._polled_at = time.time()
-        records = []
-        for message in messages:
-            error = message.error()
-            if error is None:
-                records.append(to_record(message))
-            else:  # e.g. the topic or an offset is gone, or not authorised: count, log, go on
-                self.metrics.errors.labels("poll").inc()
-                self.link.on_error(error)
+        records, failed = take_records(messages)
+        for message in failed:  # e.g. the topic or an offset is gone, or not authorised: count, log, go on
+            self.metrics.errors.labels("poll").inc()
+            self.link.on_error(message.error())
         return records
 
     def _watch_connection(self) -> None:

@@ -1,0 +1,13 @@
+"""The worker's two C extensions (their files say why); everything else is in pyproject.toml.
+
+Built by pip from the sources with the machine's C compiler; CPython's API only, no other headers.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension("worker._events", ["worker/_events.c"]),
+        Extension("worker._records", ["worker/_records.c"]),
+    ]
+)
