@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -32,6 +32,7 @@ from schemas.messages import (
     MAX_BEAT_TIME_MS,
     DeadLetterReason,
 )
+from worker._records import binary_beats
 
 _NUMBER_TYPES = frozenset((int, float))
 _PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))  # not a simdjson proxy
@@ -39,9 +40,11 @@ _Fields = tuple[Any, Any, Any, Any, Any]  # values as a float64 buffer, source_i
 _BOM = b"\xef\xbb\xbf"  # simdjson skips a UTF-8 byte order mark, orjson rejects it: the careful path decides
 
 
-@dataclass(slots=True)
-class BeatMeta:
-    """What the outputs need to know about one scored beat besides its values (not frozen: cheaper)."""
+class BeatMeta(NamedTuple):
+    """What the outputs need to know about one scored beat besides its values.
+
+    A tuple: worker._records builds those of binary beats in C.
+    """
 
     record: Any  # the ConsumerRecord (topic, partition, offset, timestamp, key, value, headers)
     source_id: str
@@ -90,6 +93,10 @@ class BeatDecoder:
         self._parser = simdjson.Parser()
 
     def decode(self, records: list[Any]) -> DecodedBatch:
+        plain = self._plain_binary(records)
+        if plain is not None:
+            meta, rows = plain
+            return self._batch([], [], rows, meta, [])
         json_rows: list[Any] = []  # per beat, its values as a buffer of float64
         json_meta: list[BeatMeta] = []
         binary_rows: list[bytes] = []
@@ -120,6 +127,32 @@ class BeatDecoder:
                     )
             except _Invalid as bad:
                 rejects.append(Reject(record, bad.reason, bad.message))
+        return self._batch(json_rows, json_meta, binary_rows, binary_meta, rejects)
+
+    def _plain_binary(self, records: list[Any]) -> tuple[list[BeatMeta], list[bytes]] | None:
+        """A batch of nothing but plain binary beats (a backlog of one producer's), checked in C.
+
+        All or nothing, so a batch's rows keep the order the record-by-record path gives them; any
+        other record (JSON, another header, a bad beat) sends the whole batch that way, which names
+        the dead-letter reasons. Plain: the first content-type header is exactly
+        ``content-type: application/x-ecg-beat-f32le``, the value one beat, the key UTF-8 and the
+        timestamp a beat time (the checks of :meth:`_binary`, tested to agree).
+        """
+        if self._binary_bytes > self.max_record_bytes:
+            return None
+        return binary_beats(
+            records, BeatMeta, self._binary_bytes, CONTENT_TYPE_HEADER, _BINARY_BYTES, MAX_BEAT_TIME_MS
+        )
+
+    def _batch(
+        self,
+        json_rows: list[Any],
+        json_meta: list[BeatMeta],
+        binary_rows: list[bytes],
+        binary_meta: list[BeatMeta],
+        rejects: list[Reject],
+    ) -> DecodedBatch:
+        """The batch's array (JSON rows first), with non-finite beats moved to the rejects."""
         n_json, n_binary = len(json_rows), len(binary_rows)
         beats = np.empty((n_json + n_binary, self.input_length), dtype=np.float32)
         if n_json:
@@ -237,6 +270,7 @@ class BeatDecoder:
         return BeatMeta(record, source_id, _record_time_ms(record))
 
 
+_BINARY_BYTES = BINARY_CONTENT_TYPE.encode()
 _CONTENT_TYPES = {
     JSON_CONTENT_TYPE.encode(): JSON_CONTENT_TYPE,
     BINARY_CONTENT_TYPE.encode(): BINARY_CONTENT_TYPE,
