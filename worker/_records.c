@@ -13,6 +13,14 @@ enum { TOPIC, PARTITION, OFFSET, TIMESTAMP, KEY, VALUE, HEADERS, FIELDS };
 
 static PyObject *s_error, *s_field[FIELDS];
 
+/* (a, b), taking the references to both. */
+static PyObject *pair(PyObject *a, PyObject *b) {
+    PyObject *out = PyTuple_Pack(2, a, b);
+    Py_DECREF(a);
+    Py_DECREF(b);
+    return out;
+}
+
 /* record_type(topic, partition, offset, timestamp ms, key, value, headers) of one message. */
 static PyObject *record_of(PyTypeObject *type, PyObject *message) {
     PyObject *r = type->tp_alloc(type, FIELDS);
@@ -69,10 +77,7 @@ static PyObject *take(PyObject *self, PyObject *args) {
         Py_DECREF(item);
         if (rc < 0) goto fail;
     }
-    PyObject *out = PyTuple_Pack(2, records, failed);
-    Py_DECREF(records);
-    Py_DECREF(failed);
-    return out;
+    return pair(records, failed);
 fail:
     Py_XDECREF(records);
     Py_XDECREF(failed);
@@ -173,10 +178,7 @@ static PyObject *binary_beats(PyObject *self, PyObject *args) {
         PyList_SET_ITEM(metas, i, meta);
         PyList_SET_ITEM(values, i, Py_NewRef(PyTuple_GET_ITEM(record, VALUE)));
     }
-    PyObject *out = PyTuple_Pack(2, metas, values);
-    Py_DECREF(metas);
-    Py_DECREF(values);
-    return out;
+    return pair(metas, values);
 fail:
     Py_XDECREF(metas);
     Py_XDECREF(values);
