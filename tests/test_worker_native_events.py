@@ -234,3 +234,35 @@ def test_writing_events_keeps_no_references() -> None:
             headers,
         )
     assert counts() == before
+
+
+def test_the_beats_stay_alive_whatever_their_attributes_run() -> None:
+    """A beat whose attribute lookup empties the lists the events are written from."""
+    beats: list[Any] = []
+    severities: list[str] = []
+
+    class Beat:
+        record = Record("t", 0, 0, 0, None, None, None)
+        beat_time_ms = 0
+        beat_id = None
+        label = None
+
+        @property
+        def source_id(self) -> str:
+            beats.clear()
+            severities.clear()
+            return "s"
+
+    beats[:] = [Beat() for _ in range(4)]
+    severities[:] = ["".join(["lo", "w"]) for _ in range(4)]  # fresh strings, not interned
+    f, i = _json(np.full(4, 0.5)), np.zeros(4, dtype=np.int64)
+    out = anomaly_events(beats, f, f, f, f, i, i, i, severities, b"", bytes(16), OutRecord, "a", HEADERS)
+    assert [orjson.loads(o.value)["severity"] for o in out] == ["low"] * 4
+
+
+def test_misaligned_int_columns_are_refused() -> None:
+    meta = [BeatMeta(Record("t", 0, 0, 0, None, None, None), "s", 0)]
+    f, i = b"[0.5]", np.zeros(1, dtype=np.int64)
+    misaligned = np.zeros(9, dtype=np.uint8)[1:].view(np.int64)
+    with pytest.raises(ValueError, match="window_start must be 1 int64"):
+        anomaly_events(meta, f, f, f, f, misaligned, i, i, ["low"], b"", bytes(16), OutRecord, "a", HEADERS)

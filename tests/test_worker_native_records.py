@@ -204,3 +204,43 @@ def test_plain_batches_keep_no_references() -> None:
         assert binary_beats(records, *args) is not None
         assert binary_beats([*records, _variant("short", 50)], *args) is None
     assert [sys.getrefcount(x) for x in (records[0], records[0].value, records[0].timestamp)] == before
+
+
+class _Clearing(_Message):
+    """A message whose ``error()`` empties the list it came in: the only other reference to the messages."""
+
+    def __init__(self, offset: int, messages: list[Any]) -> None:
+        super().__init__(offset)
+        self._messages = messages
+
+    def error(self) -> Any:
+        self._messages.clear()
+        return None
+
+
+def test_take_holds_the_messages_while_their_methods_run() -> None:
+    messages: list[Any] = []
+    messages[:] = [_Clearing(i, messages) for i in range(3)]
+    records, failed = take(messages, Record)
+    assert [r.offset for r in records] == [0, 1, 2] and failed == []
+
+
+class _Peeking(_Message):
+    """A message whose ``partition()`` reads every Record the garbage collector knows of."""
+
+    def partition(self) -> int:
+        import gc
+
+        for o in gc.get_objects():
+            if type(o) is Record:
+                repr(o)  # a half-built one (NULL fields) raises SystemError here, or worse
+        return 3
+
+
+def test_no_half_built_record_is_visible_while_methods_run() -> None:
+    records, _ = take([_Peeking(0), _Peeking(1)], Record)
+    assert [r.partition for r in records] == [3, 3]
+
+
+def test_a_model_of_no_samples_leaves_every_batch_to_python() -> None:
+    assert binary_beats([_variant("empty", 0)], BeatMeta, 0, "content-type", _BINARY[0][1], 1) is None

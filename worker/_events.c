@@ -312,12 +312,13 @@ static int put_next_number(Buf *b, Numbers *c) {
     return rc;
 }
 
-/* A 1-D contiguous int64 array of n items. */
+/* A 1-D contiguous, aligned int64 array of n items. */
 static int get_ints(PyObject *obj, Py_buffer *view, Py_ssize_t n, const char *what) {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
     const char *f = view->format ? view->format : "B";
     if (*f == '<' || *f == '=' || *f == '@') f++;
-    if (view->ndim != 1 || view->itemsize != 8 || view->shape[0] != n || (strcmp(f, "l") && strcmp(f, "q"))) {
+    if (view->ndim != 1 || view->itemsize != 8 || view->shape[0] != n || (strcmp(f, "l") && strcmp(f, "q")) ||
+        (uintptr_t)view->buf % _Alignof(int64_t)) {
         PyErr_Format(PyExc_ValueError, "%s must be %zd int64", what, n);
         PyBuffer_Release(view);
         return -1;
@@ -459,37 +460,46 @@ static PyObject *anomaly_events(PyObject *self, PyObject *args) {
                           &ints[WINDOW_END], &ints[PEAK], &PyList_Type, &severities, &batch.shared,
                           &batch.shared_len, &batch.ns, &ns_len, &PyType_Type, &record_type, &topic, &headers))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(beats);
     if (ns_len != 16) return PyErr_Format(PyExc_ValueError, "namespace must be 16 bytes");
-    if (PyList_GET_SIZE(severities) != n) return PyErr_Format(PyExc_ValueError, "severities must be %zd", n);
     if (!is_record_type(record_type)) return PyErr_Format(PyExc_TypeError, "record_type must be a named tuple of 5");
-    for (int k = 0; k < FLOATS; k++)
-        if (numbers_open(&batch.floats[k], floats[k], float_lens[k], n, float_names[k]) < 0) return NULL;
     Py_buffer views[INTS];
     int got = 0;
-    PyObject *out = NULL;
+    PyObject *out = NULL, *beat_items = NULL, *severity_items = NULL;
     Buf b = {NULL, 0, 0};
+    /* snapshots: the lists' items stay alive and in place whatever an attribute lookup runs */
+    if ((beat_items = PyList_AsTuple(beats)) == NULL || (severity_items = PyList_AsTuple(severities)) == NULL)
+        goto done;
+    Py_ssize_t n = PyTuple_GET_SIZE(beat_items);
+    if (PyTuple_GET_SIZE(severity_items) != n) {
+        PyErr_Format(PyExc_ValueError, "severities must be %zd", n);
+        goto done;
+    }
+    for (int k = 0; k < FLOATS; k++)
+        if (numbers_open(&batch.floats[k], floats[k], float_lens[k], n, float_names[k]) < 0) goto done;
     for (; got < INTS; got++) {
         if (get_ints(ints[got], &views[got], n, int_names[got]) < 0) goto done;
         batch.ints[got] = views[got].buf;
     }
-    if ((out = PyList_New(n)) == NULL) goto done;
+    if ((out = PyList_New(0)) == NULL) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         b.len = 0;
         PyObject *key = NULL, *doc = NULL, *record = NULL;
-        if (put_event(&b, &batch, PyList_GET_ITEM(beats, i), i, PyList_GET_ITEM(severities, i), &key) == 0 &&
+        if (put_event(&b, &batch, PyTuple_GET_ITEM(beat_items, i), i, PyTuple_GET_ITEM(severity_items, i), &key) == 0 &&
             (doc = PyBytes_FromStringAndSize(b.data, b.len)) != NULL)
             record = out_record(record_type, topic, key, doc, headers); /* takes key and doc */
         else
             Py_XDECREF(key);
-        if (record == NULL) {
+        int rc = record == NULL ? -1 : PyList_Append(out, record);
+        Py_XDECREF(record);
+        if (rc < 0) {
             Py_CLEAR(out);
             goto done;
         }
-        PyList_SET_ITEM(out, i, record);
     }
 done:
     while (got-- > 0) PyBuffer_Release(&views[got]);
+    Py_XDECREF(beat_items);
+    Py_XDECREF(severity_items);
     PyMem_Free(b.data);
     return out;
 }

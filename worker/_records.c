@@ -21,26 +21,29 @@ static PyObject *pair(PyObject *a, PyObject *b) {
     return out;
 }
 
-/* record_type(topic, partition, offset, timestamp ms, key, value, headers) of one message. */
+/* record_type(topic, partition, offset, timestamp ms, key, value, headers) of one message. The
+ * methods are called first: no Python code runs while the record is half filled. */
 static PyObject *record_of(PyTypeObject *type, PyObject *message) {
-    PyObject *r = type->tp_alloc(type, FIELDS);
-    if (r == NULL) return NULL;
+    PyObject *v[FIELDS] = {NULL};
     for (int k = 0; k < FIELDS; k++) {
-        PyObject *v = PyObject_CallMethodNoArgs(message, s_field[k]);
-        if (v != NULL && k == TIMESTAMP) { /* (timestamp type, ms) */
-            PyObject *ms = PyTuple_Check(v) && PyTuple_GET_SIZE(v) == 2 ? PyTuple_GET_ITEM(v, 1) : NULL;
-            Py_XINCREF(ms);
-            Py_DECREF(v);
-            v = ms;
-            if (v == NULL) PyErr_SetString(PyExc_TypeError, "message.timestamp() must be a (type, ms) pair");
+        if ((v[k] = PyObject_CallMethodNoArgs(message, s_field[k])) == NULL) goto fail;
+        if (k == TIMESTAMP) { /* (timestamp type, ms) */
+            PyObject *pair = v[k];
+            v[k] = PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2 ? Py_NewRef(PyTuple_GET_ITEM(pair, 1)) : NULL;
+            Py_DECREF(pair);
+            if (v[k] == NULL) {
+                PyErr_SetString(PyExc_TypeError, "message.timestamp() must be a (type, ms) pair");
+                goto fail;
+            }
         }
-        if (v == NULL) {
-            Py_DECREF(r); /* the fields set so far go with it; the rest are NULL */
-            return NULL;
-        }
-        PyTuple_SET_ITEM(r, k, v);
     }
+    PyObject *r = type->tp_alloc(type, FIELDS);
+    if (r == NULL) goto fail;
+    for (int k = 0; k < FIELDS; k++) PyTuple_SET_ITEM(r, k, v[k]);
     return r;
+fail:
+    for (int k = 0; k < FIELDS; k++) Py_XDECREF(v[k]);
+    return NULL;
 }
 
 PyDoc_STRVAR(take_doc,
@@ -63,10 +66,12 @@ static PyObject *take(PyObject *self, PyObject *args) {
         PyErr_Clear();
         return PyErr_Format(PyExc_TypeError, "record_type must be a named tuple of %d", FIELDS);
     }
-    Py_ssize_t n = PyList_GET_SIZE(messages);
+    PyObject *items = PyList_AsTuple(messages); /* a snapshot: a method may run any Python code */
+    if (items == NULL) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
     if ((records = PyList_New(0)) == NULL || (failed = PyList_New(0)) == NULL) goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *message = PyList_GET_ITEM(messages, i);
+        PyObject *message = PyTuple_GET_ITEM(items, i);
         PyObject *error = PyObject_CallMethodNoArgs(message, s_error);
         if (error == NULL) goto fail;
         int has_error = error != Py_None;
@@ -77,22 +82,24 @@ static PyObject *take(PyObject *self, PyObject *args) {
         Py_DECREF(item);
         if (rc < 0) goto fail;
     }
+    Py_DECREF(items);
     return pair(records, failed);
 fail:
+    Py_DECREF(items);
     Py_XDECREF(records);
     Py_XDECREF(failed);
     return NULL;
 }
 
-/* Whether a header key could name the content type other than exactly: "Content-Type", or
- * anything not ASCII (str.lower() maps a few other characters to ASCII letters). */
-static int maybe_content_type(PyObject *key) {
+/* Whether a header key could name the content type (header, ASCII) other than exactly: a different
+ * case, or anything not ASCII (str.lower() maps a few other characters to ASCII letters). */
+static int maybe_content_type(PyObject *key, PyObject *header) {
     if (!PyUnicode_Check(key) || !PyUnicode_IS_ASCII(key)) return 1;
-    static const char name[] = "content-type";
-    if (PyUnicode_GET_LENGTH(key) != (Py_ssize_t)sizeof name - 1) return 0;
-    const char *k = (const char *)PyUnicode_DATA(key);
-    for (size_t i = 0; i < sizeof name - 1; i++)
-        if ((k[i] >= 'A' && k[i] <= 'Z' ? k[i] + 32 : k[i]) != name[i]) return 0;
+    Py_ssize_t len = PyUnicode_GET_LENGTH(header);
+    if (PyUnicode_GET_LENGTH(key) != len) return 0;
+    const char *k = (const char *)PyUnicode_DATA(key), *h = (const char *)PyUnicode_DATA(header);
+    for (Py_ssize_t i = 0; i < len; i++)
+        if ((k[i] >= 'A' && k[i] <= 'Z' ? k[i] + 32 : k[i]) != h[i]) return 0;
     return 1;
 }
 
@@ -118,7 +125,7 @@ static PyObject *plain_beat(PyObject *record, PyTypeObject *meta_type, Py_ssize_
                    memcmp(PyBytes_AS_STRING(v), PyBytes_AS_STRING(content_type), PyBytes_GET_SIZE(v)) == 0;
             break;
         }
-        if (maybe_content_type(name)) return NULL;
+        if (maybe_content_type(name, header)) return NULL;
     }
     if (!ours) return NULL;
     int overflow;
@@ -165,21 +172,27 @@ static PyObject *binary_beats(PyObject *self, PyObject *args) {
         return NULL;
     if (!PyType_IsSubtype(meta_type, &PyTuple_Type))
         return PyErr_Format(PyExc_TypeError, "meta_type must be a named tuple of 5");
-    Py_ssize_t n = PyList_GET_SIZE(records);
-    if ((metas = PyList_New(n)) == NULL || (values = PyList_New(n)) == NULL) goto fail;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *record = PyList_GET_ITEM(records, i);
+    if (!PyUnicode_IS_ASCII(header) || beat_bytes <= 0) Py_RETURN_NONE; /* not a case for the short cut */
+    PyObject *items = PyList_AsTuple(records); /* a snapshot, as in take() */
+    if (items == NULL) return NULL;
+    if ((metas = PyList_New(0)) == NULL || (values = PyList_New(0)) == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(items); i++) {
+        PyObject *record = PyTuple_GET_ITEM(items, i);
         PyObject *meta = plain_beat(record, meta_type, beat_bytes, header, content_type, max_time);
         if (meta == NULL) {
+            Py_DECREF(items);
             Py_DECREF(metas);
             Py_DECREF(values);
             Py_RETURN_NONE;
         }
-        PyList_SET_ITEM(metas, i, meta);
-        PyList_SET_ITEM(values, i, Py_NewRef(PyTuple_GET_ITEM(record, VALUE)));
+        int rc = PyList_Append(metas, meta);
+        Py_DECREF(meta);
+        if (rc < 0 || PyList_Append(values, PyTuple_GET_ITEM(record, VALUE)) < 0) goto fail;
     }
+    Py_DECREF(items);
     return pair(metas, values);
 fail:
+    Py_DECREF(items);
     Py_XDECREF(metas);
     Py_XDECREF(values);
     return NULL;
