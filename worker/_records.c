@@ -28,9 +28,9 @@ static PyObject *record_of(PyTypeObject *type, PyObject *message) {
     for (int k = 0; k < FIELDS; k++) {
         if ((v[k] = PyObject_CallMethodNoArgs(message, s_field[k])) == NULL) goto fail;
         if (k == TIMESTAMP) { /* (timestamp type, ms) */
-            PyObject *pair = v[k];
-            v[k] = PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2 ? Py_NewRef(PyTuple_GET_ITEM(pair, 1)) : NULL;
-            Py_DECREF(pair);
+            PyObject *stamp = v[k];
+            v[k] = PyTuple_Check(stamp) && PyTuple_GET_SIZE(stamp) == 2 ? Py_NewRef(PyTuple_GET_ITEM(stamp, 1)) : NULL;
+            Py_DECREF(stamp);
             if (v[k] == NULL) {
                 PyErr_SetString(PyExc_TypeError, "message.timestamp() must be a (type, ms) pair");
                 goto fail;

@@ -80,6 +80,7 @@ class OutputBuilder:
             )
         peak = errors.argmax(axis=1)
         peak_error = errors[np.arange(len(rows)), peak]
+        window_start = starts[best]
         score = scores.score[rows].astype(np.float64)
         ratio = score / threshold
         chosen = [meta[r] for r in rows.tolist()]
@@ -94,8 +95,8 @@ class OutputBuilder:
                 orjson.dumps(column, option=orjson.OPT_SERIALIZE_NUMPY)
                 for column in (score, ratio, share, peak_error)
             ),
-            starts[best],
-            np.minimum(starts[best] + ERROR_WINDOW, errors.shape[1]),
+            window_start,
+            np.minimum(window_start + ERROR_WINDOW, errors.shape[1]),
             peak,
             m.severities(ratio),
             shared,
