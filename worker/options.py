@@ -149,7 +149,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "linger_ms",
         "ECG_LINGER_MS",
-        5,
+        2,
         "producer linger (ms): how long outputs may wait to share a request with others",
         int,
         check=_non_negative,
