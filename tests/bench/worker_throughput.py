@@ -38,6 +38,10 @@ from worker.metrics import LATENCY_STAGES
 ANOMALY = 'ecg_beats_scored_total{outcome="anomaly"}'
 LATENCY = "ecg_end_to_end_latency_seconds"
 STAGE_LATENCY = "ecg_stage_latency_seconds"
+# The latency feed sleeps only once it is this far ahead of its schedule: a sleep per beat (2,000 a
+# second) cost the load generator CPU that the worker and the broker share; within a producer's
+# 5 ms linger, when in those 2 ms a beat is handed over changes nothing the broker sees.
+FEED_PACE_S = 0.002
 
 
 def throughput(
@@ -180,7 +184,7 @@ def latency(
             producer.produce(topic, encoded[i % len(encoded)], keys[i % sources], headers=headers)
             producer.poll(0)
             ahead = (i + 1) / rate - (time.monotonic() - start)
-            if ahead > 0:
+            if ahead > FEED_PACE_S:
                 time.sleep(ahead)
         sent_rate = total / (time.monotonic() - start)
         cpu_after = _cpu_now(pids)
