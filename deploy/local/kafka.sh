@@ -123,9 +123,9 @@ EOF
 
 java_args() {
   # The parallel collector, not Kafka's usual G1: on two shared cores, at 2,000 beats/s, G1's young
-  # pauses took 11-16 ms (median per run) and 14-77% of the slowest 1% of beats overlapped one; the
-  # parallel collector's 4-11 ms, falling to 4-5 as the broker warmed (make bench's latency part,
-  # alternating between two brokers).
+  # pauses took 7-16 ms (median per run) and 4-77% of the slowest 1% of beats overlapped one; the
+  # parallel collector's 4-15 ms, falling to 4-5 as the broker warmed (make bench's latency part,
+  # alternating between brokers).
   # shellcheck disable=SC2206
   JAVA_ARGS=(${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g} ${KAFKA_GC_OPTS:--XX:+UseParallelGC}
     -Djava.awt.headless=true "-Dlog4j2.configurationFile=$DATA/log4j2.properties" -cp "$LIBS/*")
