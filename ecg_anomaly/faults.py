@@ -90,10 +90,15 @@ def _missing_key(source: str, values: np.ndarray) -> bytes:
     return encode_beat_binary(values)
 
 
-# reason → (value builder, content type, whether the record has a key)
+OVERSIZED_KEY_BYTES = 2048  # more than the worker's default --max-key-bytes (1024)
+
+
+# reason → (value builder, content type, whether the record has a key). Every reason a worker with
+# default options can give an input record; not output_too_large, which needs a smaller output topic.
 _KINDS: dict[DeadLetterReason, tuple[Callable[[str, np.ndarray], bytes], str, bool]] = {
     DeadLetterReason.EMPTY_VALUE: (_empty, JSON_CONTENT_TYPE, True),
     DeadLetterReason.OVERSIZED: (_oversized, JSON_CONTENT_TYPE, True),
+    DeadLetterReason.OVERSIZED_KEY: (_missing_key, BINARY_CONTENT_TYPE, True),
     DeadLetterReason.UNKNOWN_CONTENT_TYPE: (_unknown_content_type, "text/csv", True),
     DeadLetterReason.UNDECODABLE_BYTES: (_undecodable, JSON_CONTENT_TYPE, True),
     DeadLetterReason.INVALID_JSON: (_invalid_json, JSON_CONTENT_TYPE, True),
@@ -110,7 +115,10 @@ def bad_record(reason: DeadLetterReason, source: str, values: np.ndarray) -> Bad
     """A record the worker must dead-letter with ``reason``, made from a real beat of ``source``."""
     build, content_type, keyed = _KINDS[reason]
     headers = [*beat_headers(content_type), (FAULT_HEADER, reason.value.encode())]
-    return BadRecord(reason, source.encode() if keyed else None, build(source, values), headers)
+    key = source.encode() if keyed else None
+    if reason is DeadLetterReason.OVERSIZED_KEY:
+        key = (source + "/" + "x" * OVERSIZED_KEY_BYTES).encode()
+    return BadRecord(reason, key, build(source, values), headers)
 
 
 class FaultInjector:

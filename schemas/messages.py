@@ -27,12 +27,22 @@ headers and timestamp untouched, followed by these headers (UTF-8 text):
 ``ecg.dlq.offset``, ``ecg.dlq.timestamp`` (input coordinates and timestamp),
 ``ecg.dlq.consumer_group``, ``ecg.dlq.worker`` (client id) and
 ``ecg.dlq.failed_at`` (ISO-8601 UTC).
+
+A *reduced* dead letter is written when the full one would be refused by the
+dead-letter topic (its ``max.message.bytes``, or a record timestamp outside its
+``message.timestamp.*.max.ms`` window): the same ``ecg.dlq.*`` headers plus
+``ecg.dlq.reduced`` (why: ``size``, ``timestamp`` or both), ``ecg.dlq.key_bytes``
+and ``ecg.dlq.value_bytes`` (the input's sizes) and ``ecg.dlq.truncated``
+(what was cut: ``key``, ``value``, ``headers``, comma-separated, empty if
+nothing); the value and key are cut to what fits, the input's own headers are
+dropped if they do not fit, and the record timestamp is the time of failure.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -70,6 +80,10 @@ DLQ_TIMESTAMP = "ecg.dlq.timestamp"
 DLQ_CONSUMER_GROUP = "ecg.dlq.consumer_group"
 DLQ_WORKER = "ecg.dlq.worker"
 DLQ_FAILED_AT = "ecg.dlq.failed_at"
+DLQ_REDUCED = "ecg.dlq.reduced"
+DLQ_KEY_BYTES = "ecg.dlq.key_bytes"
+DLQ_VALUE_BYTES = "ecg.dlq.value_bytes"
+DLQ_TRUNCATED = "ecg.dlq.truncated"
 
 # Namespace of the deterministic event ids (uuid5 of "topic/partition/offset").
 EVENT_ID_NAMESPACE = uuid.UUID("6f1d2c52-3a5e-5b0e-9c36-6b8a3e0c4d21")
@@ -87,6 +101,7 @@ class DeadLetterReason(StrEnum):
 
     EMPTY_VALUE = "empty_value"  # null (tombstone) or zero-length value
     OVERSIZED = "oversized"  # value larger than the worker's --max-record-bytes
+    OVERSIZED_KEY = "oversized_key"  # record key, or a JSON beat's source_id, over --max-key-bytes
     UNKNOWN_CONTENT_TYPE = "unknown_content_type"  # content-type header names no beat format
     UNDECODABLE_BYTES = "undecodable_bytes"  # JSON beat whose bytes are not valid UTF-8
     INVALID_JSON = "invalid_json"  # UTF-8, but not parseable JSON
@@ -95,6 +110,7 @@ class DeadLetterReason(StrEnum):
     WRONG_LENGTH = "wrong_length"  # not BEAT_LENGTH values (JSON) or not BEAT_LENGTH*4 bytes (binary)
     NON_FINITE = "non_finite"  # NaN, ±Infinity, or outside the float32 range
     MISSING_KEY = "missing_key"  # binary beat without a record key (its source id)
+    OUTPUT_TOO_LARGE = "output_too_large"  # its anomaly event or score record is over that topic's limit
 
 
 DEAD_LETTER_REASONS: tuple[str, ...] = tuple(r.value for r in DeadLetterReason)
@@ -154,6 +170,54 @@ def iso_time(epoch_ms: int) -> str:
 def _iso_second(seconds: int) -> str:
     """Cached: a live feed's beat and detection times fall in the same few seconds, batch after batch."""
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+
+
+def beat_time_ms(beat_time: Any) -> int | None:
+    """Epoch milliseconds of an acceptable ``beat_time``, or None: the one definition of that field.
+
+    Acceptable: an integer number of epoch milliseconds (JSON's ``1000.0`` is an integer too, as JSON
+    Schema counts it), or an RFC 3339 date-time (``T`` and ``Z`` in either case, a UTC offset
+    required), from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z (:data:`MAX_BEAT_TIME_MS`): an
+    event's ISO-8601 time has a four-digit year. The decoder and the schema's ``date-time`` format
+    (:data:`BEAT_FORMATS`) both use it.
+    """
+    ms: int | None = None
+    if type(beat_time) is int:
+        ms = beat_time
+    elif type(beat_time) is float and beat_time.is_integer():
+        ms = int(beat_time)
+    elif type(beat_time) is str:
+        text = beat_time.upper()
+        if _RFC3339.fullmatch(text) is not None:
+            try:
+                ms = int(datetime.fromisoformat(text).timestamp() * 1000)
+            except ValueError:  # e.g. 2026-02-30, or 24:00
+                ms = None
+    if ms is not None and 0 <= ms <= MAX_BEAT_TIME_MS:
+        return ms
+    return None
+
+
+def _date_time(value: object) -> bool:
+    return not isinstance(value, str) or beat_time_ms(value) is not None
+
+
+# The beat schema's ``format: date-time``, as the worker applies it (JSON Schema leaves formats to the
+# validator; this one is RFC 3339 within the range an event can carry).
+BEAT_FORMATS = jsonschema.FormatChecker(formats=())
+BEAT_FORMATS.checks("date-time")(_date_time)
+
+
+def validate_beat(beat: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``beat`` (parsed JSON) is a beat the worker scores.
+
+    For producers who want to check a beat before sending it. The worker also bounds the record's
+    size (``--max-record-bytes``) and key (``--max-key-bytes``), which no schema can say.
+    """
+    jsonschema.validate(beat, beat_schema(), format_checker=BEAT_FORMATS)
 
 
 def encode_beat_json(

@@ -102,13 +102,13 @@ def test_each_fault_kind_is_dead_lettered_with_its_reason_by_the_worker_decoder(
     values = np.linspace(-1, 1, 140, dtype=np.float32)
     bad = bad_record(DeadLetterReason(kind), "patient-001", values)
     record = Record("ecg.beats", 0, 1, 1_700_000_000_000, bad.key, bad.value, bad.headers)
-    batch = BeatDecoder(140, 65536).decode([record])
+    batch = BeatDecoder(140, 65536, 1024).decode([record])
     assert not batch.meta
     assert [r.reason.value for r in batch.rejects] == [kind]
 
 
 def test_fault_kinds_cover_every_dead_letter_reason_and_repeat_with_the_seed() -> None:
-    assert set(FAULT_KINDS) == set(DEAD_LETTER_REASONS)
+    assert set(FAULT_KINDS) == set(DEAD_LETTER_REASONS) - {"output_too_large"}  # needs a small output topic
     values = np.zeros(140, dtype=np.float32)
 
     def sequence(seed: int) -> list[str | None]:

@@ -167,7 +167,7 @@ def _view(batch: Any) -> tuple:
 def test_a_plain_binary_batch_decodes_as_record_by_record(seed: int) -> None:
     """The C path takes exactly the batches it should, and gives what the Python path gives."""
     rng = random.Random(seed)
-    decoder = BeatDecoder(m.BEAT_LENGTH, 65536)
+    decoder = BeatDecoder(m.BEAT_LENGTH, 65536, 1024)
     for size in (1, 2, 5, 40):
         kinds = [rng.choice(PLAIN) for _ in range(size)]
         if seed % 2:  # half the batches carry one record the C path must leave to Python
@@ -192,7 +192,7 @@ def test_every_other_variant_is_left_to_python() -> None:
 
 def test_a_limit_below_one_beat_leaves_binary_beats_to_python() -> None:
     """``--max-record-bytes`` under a binary beat's size makes every one oversized, named so."""
-    batch = BeatDecoder(m.BEAT_LENGTH, 100).decode([_variant("plain", 0)])
+    batch = BeatDecoder(m.BEAT_LENGTH, 100, 1024).decode([_variant("plain", 0)])
     assert [r.reason for r in batch.rejects] == [m.DeadLetterReason.OVERSIZED]
 
 

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from schemas import messages as m
 from tests.support.broker import REPO
-from tests.support.poison import POISON
+from tests.support.poison import POISON, Poison
 from worker.decode import BeatDecoder
 from worker.events import OutputBuilder
 from worker.health import HealthState
@@ -28,6 +28,9 @@ from worker.metrics import WorkerMetrics, observe_many
 from worker.model import Scores, load_model
 from worker.options import OPTIONS, SECRETS
 from worker.settings import ConfigError, configure, load_settings
+from worker.topic_limits import OutputLimits
+
+DEFAULT_LIMITS = OutputLimits([], lambda topics, timeout: {})  # Kafka's defaults for every topic
 
 
 def _settings(argv: list[str], env: dict[str, str] | None = None):
@@ -104,7 +107,7 @@ class Rec:
 def _decode(records: list[Rec], max_record_bytes: int = 65536):
     for i, r in enumerate(records):
         r.offset = i
-    return BeatDecoder(m.BEAT_LENGTH, max_record_bytes).decode(records)
+    return BeatDecoder(m.BEAT_LENGTH, max_record_bytes, 1024).decode(records)
 
 
 def test_decoder_fills_one_batch_from_json_and_binary() -> None:
@@ -160,14 +163,17 @@ def test_decoder_reasons(record: Rec, reason: str) -> None:
     assert len(batch.meta) == 1 and batch.meta[0].record is good
 
 
-@pytest.mark.parametrize(("reason", "key", "value", "headers"), POISON)
-def test_decoder_gives_every_poison_kind_its_reason(reason: str, key, value, headers) -> None:
+@pytest.mark.parametrize("poison", POISON, ids=[p.name for p in POISON])
+def test_decoder_gives_every_poison_kind_its_reason(poison: Poison) -> None:
     good = Rec(m.encode_beat_json("p", [1.0] * m.BEAT_LENGTH))
-    bad = Rec(value, key=key, headers=headers)
+    now = int(time.time() * 1000)
+    bad = Rec(poison.value, key=poison.key, headers=poison.headers)
+    if poison.stamp is not None:
+        bad.timestamp = poison.stamp(now)
     for i, r in enumerate((good, bad)):
         r.offset = i
-    batch = BeatDecoder(m.BEAT_LENGTH, 65536).decode([good, bad])
-    assert [r.reason.value for r in batch.rejects] == [reason]
+    batch = BeatDecoder(m.BEAT_LENGTH, 65536, 1024).decode([good, bad])
+    assert [r.reason.value for r in batch.rejects] == [poison.reason]
     assert [b.record for b in batch.meta] == [good]
 
 
@@ -181,11 +187,11 @@ def test_fast_and_careful_json_paths_decode_the_same_beats() -> None:
         orjson.dumps({"values": values.tolist(), "extra": {"nested": [1]}, "source_id": "p"}),  # 2 arrays
         orjson.dumps({"source_id": "p", "values": ints, "beat_time": "2026-01-01T00:00:00Z"}),
         b'  {"source_id": "p[1]", "values": ' + orjson.dumps(values.tolist()) + b"}  ",
-        orjson.dumps({"source_id": "p", "values": [*values.tolist()[:-1], -0.0], "label": None}),  # a null
+        orjson.dumps({"source_id": "p", "values": [*values.tolist()[:-1], -0.0], "beat_time": 7.0}),
         orjson.dumps({"source_id": "p", "values": values.tolist(), "device": {"model": "x"}}),  # extra field
         orjson.dumps({"label": "normal", "values": values.tolist(), "beat_id": "b2", "source_id": "p"}),
     ]
-    fast = BeatDecoder(m.BEAT_LENGTH, 65536)._json_fast
+    fast = BeatDecoder(m.BEAT_LENGTH, 65536, 1024)._json_fast
     assert [fast(v) is not None for v in shapes] == [True, False, True, False, True, True, True]
     batch = _decode([Rec(v) for v in shapes])
     assert batch.rejects == []
@@ -207,7 +213,7 @@ def test_outputs_locate_the_error_and_copy_dead_letters_untouched() -> None:
     sample_error = np.full((3, m.BEAT_LENGTH), 0.001, dtype=np.float32)
     sample_error[1, 42] = 1.0  # beat 1 deviates at sample 42
     scores = Scores(np.array([0.01, 0.5, 0.02], dtype=np.float32), sample_error)
-    builder = OutputBuilder("anomalies", "scores", "dlq", "group-1", "worker-1")
+    builder = OutputBuilder("anomalies", "scores", "dlq", "group-1", "worker-1", DEFAULT_LIMITS)
     out = builder.build(batch.meta, scores, 0.1, "v1", batch.rejects)
     assert out.anomaly.tolist() == [False, True, False]
     by_topic: dict[str, list] = {}
@@ -236,7 +242,7 @@ def test_beat_times_at_both_ends_of_the_range_make_valid_events() -> None:
     batch = _decode(beats)
     assert not batch.rejects
     scores = Scores(np.ones(3, dtype=np.float32), np.ones((3, m.BEAT_LENGTH), dtype=np.float32))
-    builder = OutputBuilder("anomalies", "", "dlq", "group-1", "worker-1")
+    builder = OutputBuilder("anomalies", "", "dlq", "group-1", "worker-1", DEFAULT_LIMITS)
     out = builder.build(batch.meta, scores, 0.5, "v1", [])
     events = [orjson.loads(r.value) for r in out.records]
     for event in events:
@@ -444,7 +450,8 @@ def _unit_worker(model: Path) -> tuple[Worker, _Consumer, _Producer]:
         settings,
         load_model(model),
         consumer,  # type: ignore[arg-type]
-        producer,  # type: ignore[arg-type]
+        lambda bounds: producer,  # type: ignore[arg-type,return-value]
+        DEFAULT_LIMITS,
         WorkerMetrics(CollectorRegistry()),
         HealthState(60),
         Watchdog(),

@@ -16,8 +16,8 @@ accept and reject exactly the same records.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,6 +31,7 @@ from schemas.messages import (
     LABELS,
     MAX_BEAT_TIME_MS,
     DeadLetterReason,
+    beat_time_ms,
 )
 from worker._records import binary_beats
 
@@ -38,6 +39,9 @@ _NUMBER_TYPES = frozenset((int, float))
 _PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))  # not a simdjson proxy
 _Fields = tuple[Any, Any, Any, Any, Any]  # values as a float64 buffer, source_id, beat_time, beat_id, label
 _BOM = b"\xef\xbb\xbf"  # simdjson skips a UTF-8 byte order mark, orjson rejects it: the careful path decides
+_ABSENT: Any = object()  # an optional field that is not there (null is a wrong type, as in the schema)
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # larger magnitudes are non_finite (the schema's bound too)
+_NON_FINITE = "values contain NaN or infinity, or numbers outside the float32 range"
 
 
 class BeatMeta(NamedTuple):
@@ -86,9 +90,10 @@ class BeatDecoder:
     it decodes the next one.
     """
 
-    def __init__(self, input_length: int, max_record_bytes: int) -> None:
+    def __init__(self, input_length: int, max_record_bytes: int, max_key_bytes: int) -> None:
         self.input_length = input_length
         self.max_record_bytes = max_record_bytes
+        self.max_key_bytes = max_key_bytes
         self._binary_bytes = 4 * input_length
         self._parser = simdjson.Parser()
 
@@ -112,6 +117,12 @@ class BeatDecoder:
                     raise _Invalid(
                         DeadLetterReason.OVERSIZED,
                         f"value is {len(value)} bytes, more than --max-record-bytes={self.max_record_bytes}",
+                    )
+                if record.key is not None and len(record.key) > self.max_key_bytes:
+                    raise _Invalid(
+                        DeadLetterReason.OVERSIZED_KEY,
+                        f"record key is {len(record.key)} bytes, "
+                        f"more than --max-key-bytes={self.max_key_bytes}",
                     )
                 if content_type is None or content_type == JSON_CONTENT_TYPE:
                     values, meta = self._json(record)
@@ -140,6 +151,9 @@ class BeatDecoder:
         """
         if self._binary_bytes > self.max_record_bytes:
             return None
+        limit = self.max_key_bytes
+        if any(r.key is not None and len(r.key) > limit for r in records):
+            return None
         return binary_beats(
             records, BeatMeta, self._binary_bytes, CONTENT_TYPE_HEADER, _BINARY_BYTES, MAX_BEAT_TIME_MS
         )
@@ -159,6 +173,11 @@ class BeatDecoder:
             values = np.frombuffer(b"".join(json_rows), dtype=np.float64).reshape(n_json, -1)
             with np.errstate(over="ignore"):  # beyond float32 becomes inf: rejected as non_finite below
                 beats[:n_json] = values
+            # Just above the float32 maximum a value rounds down to it instead of overflowing; the
+            # schema's bound is the maximum itself, so such a row is made non-finite here too.
+            over = np.abs(values).max(axis=1) > FLOAT32_MAX
+            if over.any():
+                beats[:n_json][over] = np.inf
         if n_binary:
             beats[n_json:] = np.frombuffer(b"".join(binary_rows), dtype="<f4").reshape(n_binary, -1)
         meta = json_meta + binary_meta
@@ -166,13 +185,7 @@ class BeatDecoder:
         if not finite.all():
             keep = np.flatnonzero(finite)
             for row in np.flatnonzero(~finite).tolist():
-                rejects.append(
-                    Reject(
-                        meta[row].record,
-                        DeadLetterReason.NON_FINITE,
-                        "values contain NaN or infinity, or numbers outside the float32 range",
-                    )
-                )
+                rejects.append(Reject(meta[row].record, DeadLetterReason.NON_FINITE, _NON_FINITE))
             rejects.sort(key=lambda r: (r.record.partition, r.record.offset))  # dead letters in input order
             beats = beats[keep]
             meta = [meta[i] for i in keep.tolist()]
@@ -183,10 +196,20 @@ class BeatDecoder:
         values, source_id, beat_time, beat_id, label = fields
         if type(source_id) is not str or not source_id:
             raise _Invalid(DeadLetterReason.WRONG_TYPE, "source_id must be a non-empty string")
-        beat_time_ms = _record_time_ms(record) if beat_time is None else _beat_time_ms(beat_time)
-        if beat_id is not None and type(beat_id) is not str:
+        if len(source_id) * 4 > self.max_key_bytes and len(source_id.encode()) > self.max_key_bytes:
+            raise _Invalid(
+                DeadLetterReason.OVERSIZED_KEY,
+                f"source_id is {len(source_id.encode())} bytes of UTF-8 (the outputs' record key), "
+                f"more than --max-key-bytes={self.max_key_bytes}",
+            )
+        beat_time_ms = _record_time_ms(record) if beat_time is _ABSENT else _beat_time_ms(beat_time)
+        if beat_id is _ABSENT:
+            beat_id = None
+        elif type(beat_id) is not str:
             raise _Invalid(DeadLetterReason.WRONG_TYPE, "beat_id must be a string")
-        if label is not None and label not in LABELS:
+        if label is _ABSENT:
+            label = None
+        elif label not in LABELS:
             raise _Invalid(DeadLetterReason.WRONG_TYPE, f"label must be one of {', '.join(LABELS)}")
         return values, BeatMeta(record, source_id, beat_time_ms, beat_id, label)
 
@@ -210,11 +233,12 @@ class BeatDecoder:
             if type(array) is not simdjson.Array or len(array) != self.input_length:
                 return None
             source_id = doc["source_id"]
-            beat_time = doc["beat_time"] if "beat_time" in keys else None
-            beat_id = doc["beat_id"] if "beat_id" in keys else None
-            label = doc["label"] if "label" in keys else None
-            if not _PLAIN_TYPES.issuperset((type(source_id), type(beat_time), type(beat_id), type(label))):
-                return None
+            beat_time = doc["beat_time"] if "beat_time" in keys else _ABSENT
+            beat_id = doc["beat_id"] if "beat_id" in keys else _ABSENT
+            label = doc["label"] if "label" in keys else _ABSENT
+            optional = [v for v in (beat_time, beat_id, label) if v is not _ABSENT]
+            if not _PLAIN_TYPES.issuperset(map(type, (source_id, *optional))) or None in optional:
+                return None  # a proxy, or a null the careful path names
             values = array.as_buffer(of_type="d")
         except (ValueError, TypeError, RuntimeError):  # not parseable or not numbers: careful path
             return None
@@ -226,18 +250,20 @@ class BeatDecoder:
             beat = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             try:
-                value.decode("utf-8")
+                text = value.decode("utf-8")
             except UnicodeDecodeError as utf:
                 raise _Invalid(DeadLetterReason.UNDECODABLE_BYTES, f"value is not UTF-8: {utf}") from None
-            raise _Invalid(DeadLetterReason.INVALID_JSON, f"value is not JSON: {exc}") from None
+            beat = _standard_json(text)  # e.g. 1e400: JSON, but not a double; non_finite below
+            if beat is _ABSENT:
+                raise _Invalid(DeadLetterReason.INVALID_JSON, f"value is not JSON: {exc}") from None
         if type(beat) is not dict:
             raise _Invalid(
                 DeadLetterReason.WRONG_TYPE, f"a JSON beat is an object, got {type(beat).__name__}"
             )
-        values = beat.get("values")
-        source_id = beat.get("source_id")
-        if values is None or source_id is None:
-            missing = [k for k in ("source_id", "values") if beat.get(k) is None]
+        values = beat.get("values", _ABSENT)
+        source_id = beat.get("source_id", _ABSENT)
+        if values is _ABSENT or source_id is _ABSENT:
+            missing = [k for k in ("source_id", "values") if k not in beat]
             raise _Invalid(DeadLetterReason.MISSING_FIELD, f"missing field(s): {', '.join(missing)}")
         if type(source_id) is not str or not source_id:
             raise _Invalid(DeadLetterReason.WRONG_TYPE, "source_id must be a non-empty string")
@@ -251,8 +277,17 @@ class BeatDecoder:
             )
         if not _NUMBER_TYPES.issuperset(map(type, values)):
             raise _Invalid(DeadLetterReason.WRONG_TYPE, "values must all be numbers")
-        values = np.array(values, dtype=np.float64).tobytes()  # orjson's integers fit in 64 bits
-        return values, source_id, beat.get("beat_time"), beat.get("beat_id"), beat.get("label")
+        try:
+            values = np.array(values, dtype=np.float64).tobytes()
+        except OverflowError:  # an integer beyond the double range (only the standard library keeps one)
+            raise _Invalid(DeadLetterReason.NON_FINITE, _NON_FINITE) from None
+        return (
+            values,
+            source_id,
+            beat.get("beat_time", _ABSENT),
+            beat.get("beat_id", _ABSENT),
+            beat.get("label", _ABSENT),
+        )
 
     def _binary(self, record: Any) -> BeatMeta:
         if len(record.value) != self._binary_bytes:
@@ -290,6 +325,35 @@ def _content_type(headers: list[tuple[str, bytes]] | None) -> str | None:
     return None
 
 
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _standard_json(text: str) -> Any:
+    """The document the standard library reads from what orjson refused, or ``_ABSENT`` if not JSON.
+
+    orjson refuses a number beyond the double range (``1e400``, a 400-digit integer), which JSON
+    (RFC 8259) allows: such a beat is ``non_finite``, not ``invalid_json``. The standard library
+    also accepts ``NaN`` and lone surrogate escapes, which are not JSON (RFC 7493): those stay refused.
+    """
+    try:
+        document = json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        return _ABSENT
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            if any("\ud800" <= c <= "\udfff" for c in item):
+                return _ABSENT
+        elif type(item) is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+    return document
+
+
 def _record_time_ms(record: Any) -> int:
     """The record's timestamp as the beat time, in the range :func:`_beat_time_ms` accepts.
 
@@ -307,25 +371,17 @@ def _record_time_ms(record: Any) -> int:
 
 
 def _beat_time_ms(beat_time: Any) -> int:
-    """Epoch milliseconds of an accepted ``beat_time``, 1970 to the end of year 9999.
+    """Epoch milliseconds of an accepted ``beat_time`` (:func:`~schemas.messages.beat_time_ms`).
 
-    The bound matters: a larger integer passed JSON and the schema's old ``minimum`` but made the
+    The range matters: a larger integer passed JSON and the schema's old ``minimum`` but made the
     outputs' ISO-8601 time (and, past 2**63, numpy) fail, which would have stopped every batch it
     was in, over and over.
     """
-    ms: int | None = None
-    if type(beat_time) is int:
-        ms = beat_time
-    elif type(beat_time) is str:
-        try:
-            when = datetime.fromisoformat(beat_time)
-        except ValueError:
-            when = None
-        if when is not None and when.tzinfo is not None:
-            ms = int(when.timestamp() * 1000)
-    if ms is not None and 0 <= ms <= MAX_BEAT_TIME_MS:
-        return ms
-    raise _Invalid(
-        DeadLetterReason.WRONG_TYPE,
-        "beat_time must be epoch milliseconds or ISO-8601 with a UTC offset, 1970-01-01 to 9999-12-31",
-    )
+    ms = beat_time_ms(beat_time)
+    if ms is None:
+        raise _Invalid(
+            DeadLetterReason.WRONG_TYPE,
+            "beat_time must be epoch milliseconds or an RFC 3339 date-time with a UTC offset, "
+            "1970-01-01 to 9999-12-31",
+        )
+    return ms
