@@ -18,6 +18,9 @@ from worker.decode import BeatMeta
 from worker.events import OutputBuilder, OutRecord
 from worker.kafka_io import Record
 from worker.model import Scores
+from worker.topic_limits import OutputLimits
+
+DEFAULT_LIMITS = OutputLimits([], lambda topics, timeout: {})  # Kafka's defaults for every topic
 
 
 def _reference(meta: BeatMeta, column: dict[str, Any], threshold: float, version: str) -> dict:
@@ -147,7 +150,9 @@ def test_the_builder_writes_valid_events_for_the_flagged_beats() -> None:
     errors[0] = 0.0  # no error anywhere: window share 0, the first window and sample
     score = np.random.default_rng(8).random(200, dtype=np.float32) * 0.2
     started = m.iso_time(int(time.time() * 1000))
-    out = OutputBuilder("anomalies", "", "dlq", "g", "w").build(meta, Scores(score, errors), 0.1, "v1", [])
+    out = OutputBuilder("anomalies", "", "dlq", "g", "w", DEFAULT_LIMITS).build(
+        meta, Scores(score, errors), 0.1, "v1", []
+    )
     flagged = np.flatnonzero(score > np.float32(0.1)).tolist()
     assert out.anomaly.nonzero()[0].tolist() == flagged and 0 < len(flagged) < 200
     assert len(out.records) == len(flagged)
@@ -165,7 +170,7 @@ def test_non_finite_scores_are_written_as_null() -> None:
     meta = [BeatMeta(Record("t", 0, i, 0, None, None, None), "s", 0) for i in range(2)]
     errors = np.ones((2, m.BEAT_LENGTH), dtype=np.float32)
     errors[1, 3] = np.inf
-    out = OutputBuilder("a", "", "d", "g", "w").build(
+    out = OutputBuilder("a", "", "d", "g", "w", DEFAULT_LIMITS).build(
         meta, Scores(np.full(2, np.inf, np.float32), errors), 0.1, "v", []
     )
     events = [orjson.loads(r.value) for r in out.records]

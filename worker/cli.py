@@ -23,13 +23,14 @@ from confluent_kafka import KafkaException, Producer
 
 from ecg_anomaly.errors import EcgAnomalyError
 from worker.health import HealthServer, HealthState
-from worker.kafka_io import BrokerLink, Watchdog, fatal, make_consumer, make_producer
+from worker.kafka_io import BrokerLink, Watchdog, admin_config, fatal, make_consumer, make_producer
 from worker.logs import setup_logging
 from worker.loop import FatalError, Worker, commit_reporter
 from worker.metrics import WorkerMetrics
 from worker.model import load_model
 from worker.settings import ConfigError, WorkerSettings, load_settings
 from worker.settings import configure as configure_settings
+from worker.topic_limits import OutputLimits, ProducerBounds, admin_reader
 
 log = logging.getLogger("worker")
 
@@ -86,11 +87,22 @@ def _serve(settings: WorkerSettings, started: float) -> int:
     with ExitStack() as cleanup:
         cleanup.callback(server.stop)
         link = BrokerLink()
-        producer = _producer(settings, watchdog, link)
-        cleanup.callback(_close, "producer", lambda: producer.flush(CLOSE_TIMEOUT))
+        limits = OutputLimits(
+            (settings.anomaly_topic, settings.scores_topic, settings.dlq_topic),
+            admin_reader(admin_config(settings)),
+            settings.max_output_bytes,
+            timeout=min(settings.kafka_timeout, 10.0),
+        )
+        limits.refresh()
+        limits.start()
+
+        def producers(bounds: ProducerBounds) -> Producer:
+            return _producer(settings, bounds, watchdog, link)
+
         consumer = make_consumer(settings, link, commit_reporter(metrics))
         cleanup.callback(_close, "consumer", consumer.close)
-        worker = Worker(settings, model, consumer, producer, metrics, health, watchdog, link)
+        worker = Worker(settings, model, consumer, producers, limits, metrics, health, watchdog, link)
+        cleanup.callback(_close, "producer", lambda: worker.producer.flush(CLOSE_TIMEOUT))
         _install_signal_handlers(worker)
         if early_stop:
             worker.stop()
@@ -106,10 +118,12 @@ def _serve(settings: WorkerSettings, started: float) -> int:
     return 0
 
 
-def _producer(settings: WorkerSettings, watchdog: Watchdog, link: BrokerLink) -> Producer:
+def _producer(
+    settings: WorkerSettings, bounds: ProducerBounds, watchdog: Watchdog, link: BrokerLink
+) -> Producer:
     """The producer; for exactly-once with transactions initialised (retried while the broker is away)."""
     deadline = time.monotonic() + settings.broker_timeout
-    producer = make_producer(settings, link)
+    producer = make_producer(settings, bounds, link)
     if not settings.exactly_once:
         return producer
     while True:

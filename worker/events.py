@@ -3,45 +3,51 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
 
 from schemas import messages as m
-from schemas.messages import iso_time
+from schemas.messages import DeadLetterReason, iso_time
 from worker._events import anomaly_events
+from worker.dead_letters import DeadLetters, OutRecord
 from worker.decode import BeatMeta, Reject
 from worker.model import Scores
+from worker.topic_limits import OutputLimits, record_bytes
 
 ERROR_WINDOW = 10  # samples per window when locating where a beat's error concentrates
 
-
-class OutRecord(NamedTuple):
-    """One record to produce. A tuple: worker._events builds the anomaly events' records in C."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    timestamp_ms: int | None = None
+__all__ = ["OutRecord", "OutputBuilder", "Outputs"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Outputs:
+    """A batch's records to produce, and the beats' final outcomes (which the metrics count)."""
+
     records: list[OutRecord]
-    anomaly: np.ndarray  # bool [N], aligned with the batch's meta
+    meta: list[BeatMeta]  # the scored beats (an output the topic would refuse moves its beat to rejects)
+    score: np.ndarray | None  # float32 [len(meta)]
+    anomaly: np.ndarray  # bool [len(meta)]
+    rejects: list[Reject]
+    reduced: list[str] = field(default_factory=list)  # why each reduced dead letter was reduced
 
 
 class OutputBuilder:
     def __init__(
-        self, anomaly_topic: str, scores_topic: str, dlq_topic: str, group_id: str, client_id: str
+        self,
+        anomaly_topic: str,
+        scores_topic: str,
+        dlq_topic: str,
+        group_id: str,
+        client_id: str,
+        limits: OutputLimits,
     ) -> None:
         self.anomaly_topic = anomaly_topic
         self.scores_topic = scores_topic
-        self.dlq_topic = dlq_topic
-        self._dlq_static = [(m.DLQ_CONSUMER_GROUP, group_id.encode()), (m.DLQ_WORKER, client_id.encode())]
+        self.limits = limits
+        self.dead_letters = DeadLetters(dlq_topic, group_id, client_id)
         self._event_headers = m.beat_headers(m.EVENT_CONTENT_TYPE)
         self._score_headers = m.beat_headers(m.SCORE_CONTENT_TYPE)
 
@@ -53,15 +59,75 @@ class OutputBuilder:
         model_version: str,
         rejects: list[Reject],
     ) -> Outputs:
+        """Events, score records and dead letters; raises ``Unpublishable`` if a dead letter cannot fit."""
         records: list[OutRecord] = []
         anomaly = np.zeros(len(meta), dtype=bool)
+        score = None
         if scores is not None and meta:
             anomaly = scores.score > np.float32(threshold)
-            records.extend(self._anomalies(meta, scores, anomaly, threshold, model_version))
-            if self.scores_topic:
-                records.extend(self._scores(meta, scores.score, anomaly, threshold, model_version))
-        records.extend(self.dead_letter(r) for r in rejects)
-        return Outputs(records, anomaly)
+            events = self._anomalies(meta, scores, anomaly, threshold, model_version)
+            scored = (
+                self._scores(meta, scores.score, anomaly, threshold, model_version)
+                if self.scores_topic
+                else []
+            )
+            too_large = self._too_large(events, np.flatnonzero(anomaly), scored)
+            if too_large:  # rare: rebuild without those beats, which are dead-lettered instead
+                keep = np.array([i not in too_large for i in range(len(meta))])
+                rejects = sorted(
+                    [
+                        *rejects,
+                        *(
+                            Reject(meta[i].record, DeadLetterReason.OUTPUT_TOO_LARGE, why)
+                            for i, why in too_large.items()
+                        ),
+                    ],
+                    key=lambda r: (r.record.partition, r.record.offset),
+                )
+                meta = [b for b, k in zip(meta, keep.tolist(), strict=True) if k]
+                return self.build(
+                    meta,
+                    Scores(scores.score[keep], scores.sample_error[keep]),
+                    threshold,
+                    model_version,
+                    rejects,
+                )
+            records.extend(events)
+            records.extend(scored)
+            score = scores.score
+        now_ms = int(time.time() * 1000)
+        dlq_limits = self.limits[self.dead_letters.topic]
+        reduced = []
+        for reject in rejects:
+            record, why = self.dead_letters.build(reject, dlq_limits, now_ms)
+            records.append(record)
+            if why is not None:
+                reduced.append(why)
+        return Outputs(records, meta, score, anomaly, rejects, reduced)
+
+    def _too_large(
+        self, events: list[OutRecord], event_rows: np.ndarray, scored: list[OutRecord]
+    ) -> dict[int, str]:
+        """Beat index → why, for beats whose event or score record the topic would refuse."""
+        found: dict[int, str] = {}
+        for records, rows, topic, what in (
+            (events, event_rows.tolist(), self.anomaly_topic, "anomaly event"),
+            (scored, range(len(scored)), self.scores_topic, "score record"),
+        ):
+            if not records:
+                continue
+            limit = self.limits[topic]
+            headers = records[0].headers  # the same for every record of a kind
+            room = limit.max_message_bytes - record_bytes(None, None, headers)
+            if max(len(r.key or b"") + len(r.value or b"") for r in records) <= room:
+                continue
+            for row, r in zip(rows, records, strict=True):
+                size = record_bytes(r.key, r.value, r.headers)
+                if not limit.fits(size) and row not in found:
+                    found[row] = (
+                        f"its {what} would be {size:,} bytes, over what {topic} accepts ({limit.describe()})"
+                    )
+        return found
 
     def _anomalies(
         self, meta: list[BeatMeta], scores: Scores, anomaly: np.ndarray, threshold: float, version: str
@@ -131,22 +197,6 @@ class OutputBuilder:
                 body["label"] = beat.label
             out.append(OutRecord(self.scores_topic, beat.key, orjson.dumps(body), self._score_headers))
         return out
-
-    def dead_letter(self, reject: Reject) -> OutRecord:
-        """The input record untouched (key, value, headers, timestamp) plus the ``ecg.dlq.*`` headers."""
-        record = reject.record
-        headers = list(record.headers or [])
-        headers += [
-            (m.DLQ_REASON, reject.reason.value.encode()),
-            (m.DLQ_MESSAGE, reject.message.encode()),
-            (m.DLQ_TOPIC, record.topic.encode()),
-            (m.DLQ_PARTITION, str(record.partition).encode()),
-            (m.DLQ_OFFSET, str(record.offset).encode()),
-            (m.DLQ_TIMESTAMP, str(record.timestamp).encode()),
-            *self._dlq_static,
-            (m.DLQ_FAILED_AT, iso_time(int(time.time() * 1000)).encode()),
-        ]
-        return OutRecord(self.dlq_topic, record.key, record.value, headers, record.timestamp)
 
 
 def _event_ids(meta: list[BeatMeta]) -> list[str]:

@@ -27,11 +27,19 @@ class Batch:
     remaining: int  # outputs not yet acknowledged
     on_retired: Callable[[], None] = field(default=lambda: None)  # counts the batch, once
     error: Any = None  # the first delivery error
+    refused: dict[str, Any] | None = None  # which record that was: topic, sizes, timestamp (for the log)
 
-    def delivered(self, error: Any, _message: Any = None) -> None:
+    def delivered(self, error: Any, message: Any = None) -> None:
         """Delivery callback of each of this batch's outputs."""
         if error is not None and self.error is None:
             self.error = error
+            if message is not None:
+                self.refused = {
+                    "refused_by": message.topic(),
+                    "record_key_bytes": len(message.key() or b""),
+                    "record_value_bytes": len(message.value() or b""),
+                    "record_timestamp": message.timestamp()[1],
+                }
         self.remaining -= 1
 
     def unsent(self, count: int, error: Any) -> None:

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from worker._records import take
 from worker.settings import WorkerSettings
+from worker.topic_limits import ProducerBounds
 
 log = logging.getLogger(__name__)
 client_log = logging.getLogger("librdkafka")
@@ -172,7 +173,15 @@ def make_consumer(
     return Consumer(config)
 
 
-def make_producer(settings: WorkerSettings, link: BrokerLink | None = None) -> Producer:
+def admin_config(settings: WorkerSettings) -> dict[str, Any]:
+    """An admin client's configuration: the worker's connection, its own client id."""
+    return {**_common(settings), "client.id": f"{settings.client_id}-admin"}
+
+
+def make_producer(
+    settings: WorkerSettings, bounds: ProducerBounds, link: BrokerLink | None = None
+) -> Producer:
+    """The outputs' producer; ``bounds`` from the output topics' limits (:mod:`worker.topic_limits`)."""
     timeout_ms = int(settings.kafka_timeout * 1000)
     config: dict[str, Any] = {
         **_common(settings, link),
@@ -180,7 +189,8 @@ def make_producer(settings: WorkerSettings, link: BrokerLink | None = None) -> P
         "enable.idempotence": True,
         "linger.ms": settings.linger_ms,
         "partitioner": "murmur2_random",  # the Java client's placement of keyed records
-        "message.max.bytes": 4 * 1024 * 1024,
+        "message.max.bytes": bounds.message_max_bytes,
+        "batch.size": bounds.batch_size,
         "request.timeout.ms": min(timeout_ms, 30000),
         "message.timeout.ms": timeout_ms,
     }

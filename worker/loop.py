@@ -33,8 +33,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from ecg_anomaly.errors import EcgAnomalyError
 from schemas.artifact import ArtifactError
+from worker.dead_letters import Unpublishable
 from worker.decode import BeatDecoder, DecodedBatch
-from worker.events import OutputBuilder, OutRecord
+from worker.events import OutputBuilder, Outputs, OutRecord
 from worker.health import HealthState
 from worker.inflight import Batch, InFlight, Offsets
 from worker.kafka_io import (
@@ -51,6 +52,7 @@ from worker.kafka_io import (
 from worker.metrics import WorkerMetrics, observe_many
 from worker.model import Model, ModelReloader, Scores
 from worker.settings import WorkerSettings
+from worker.topic_limits import OutputLimits, ProducerBounds
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ MAX_FAILED_BATCHES = 5  # in a row; then exit so the pod restarts with fresh cli
 IN_FLIGHT_BATCHES = 4  # at-least-once: full batches of input whose outputs may await acknowledgement
 SETTLE_WAIT = 0.002  # seconds a poll waits while outputs are in flight (their acks are the news)
 SCORE_AHEAD_FROM = 64  # beats; smaller batches are scored on the loop's thread
+DEAD_LETTER_LOG_SECONDS = 10.0  # at most one "records dead-lettered" line this often
+LIMITS_REREAD_AFTER = 5.0  # seconds: a failed batch re-reads the output topics' limits at most this often
 
 
 class FatalError(EcgAnomalyError):
@@ -88,7 +92,8 @@ class Worker:
         settings: WorkerSettings,
         model: Model,
         consumer: Consumer,
-        producer: Producer,
+        producers: Callable[[ProducerBounds], Producer],
+        limits: OutputLimits,
         metrics: WorkerMetrics,
         health: HealthState,
         watchdog: Watchdog,
@@ -97,18 +102,24 @@ class Worker:
         self.settings = settings
         self.model = model
         self.consumer = consumer
-        self.producer = producer
+        self.limits = limits
+        self._producers = producers
+        self._bounds = limits.producer_bounds()
+        self._limits_seen = limits.refreshed
+        self._limits_read_at = time.monotonic()
+        self.producer = producers(self._bounds)
         self.metrics = metrics
         self.health = health
         self.watchdog = watchdog
         self.link = link
-        self.decoder = BeatDecoder(model.metadata.input_length, settings.max_record_bytes)
+        self.decoder = self._decoder(model)
         self.outputs = OutputBuilder(
             settings.anomaly_topic,
             settings.scores_topic,
             settings.dlq_topic,
             settings.group_id,
             settings.client_id,
+            limits,
         )
         self.reloader = ModelReloader(
             settings.model, settings.model_sha256, settings.threshold, settings.inference_threads
@@ -126,8 +137,13 @@ class Worker:
         self._committable: Offsets = {}  # acknowledged, not yet committed (at-least-once)
         self._next_commit = 0.0
         self._lag: dict[int, int] = {}
+        self._dead_letter_log = _DeadLetterLog()
         metrics.set_model(model.version, model.sha256, model.threshold)
         health.model_loaded = True
+
+    def _decoder(self, model: Model) -> BeatDecoder:
+        s = self.settings
+        return BeatDecoder(model.metadata.input_length, s.max_record_bytes, s.max_key_bytes)
 
     def stop(self) -> None:
         """Ask the loop to finish its batch and drain. Safe to call from a signal handler."""
@@ -152,6 +168,7 @@ class Worker:
             self.health.beat()
             self._watch_connection()
             self._maybe_reload()
+            self._follow_limits()
             records = self._poll()
             if records:
                 self._process(records)
@@ -285,7 +302,7 @@ class Worker:
         if model is None:
             return
         if model.metadata.input_length != self.decoder.input_length:
-            self.decoder = BeatDecoder(model.metadata.input_length, self.settings.max_record_bytes)
+            self.decoder = self._decoder(model)
         old, self.model = self.model, model
         self.metrics.set_model(model.version, model.sha256, model.threshold)
         self.metrics.reloads.inc()
@@ -355,9 +372,15 @@ class Worker:
                 log.exception("scoring failed; the batch will be re-processed")
                 self._rewind(pending.first)
                 return
-        outputs = self.outputs.build(batch.meta, scores, model.threshold, model.version, batch.rejects)
+        try:
+            outputs = self.outputs.build(batch.meta, scores, model.threshold, model.version, batch.rejects)
+        except Unpublishable as exc:  # the dead-letter topic is too small even for a reduced dead letter
+            self.metrics.errors.labels("produce").inc()
+            log.error("a dead letter cannot be written; offsets not committed", extra={"reason": str(exc)})
+            self._failed(pending.first)
+            return
 
-        tally = _Tally.of(pending, scores, outputs.anomaly, built_at=time.time())
+        tally = _Tally.of(pending, outputs, built_at=time.time())
 
         def count() -> None:
             self._count(tally)
@@ -367,6 +390,7 @@ class Worker:
                 self._failed_batches = 0
                 count()
             else:
+                self._reread_limits()
                 self._failed(pending.first)
             return
         flight = Batch(pending.first, pending.after, pending.consumed, len(outputs.records), count)
@@ -374,14 +398,14 @@ class Worker:
         self._send(outputs.records, flight)
         self.producer.poll(0)
 
-    def _send(self, out: list[OutRecord], flight: Batch | None = None) -> None:
+    def _send(self, out: list[OutRecord], flight: Batch, count: bool = True) -> None:
         """Hand every output to the client; a full local queue waits for acknowledgements.
 
-        With ``flight`` (at-least-once) deliveries are counted on it; without (a transaction),
-        failures surface at the commit.
+        Deliveries are reported to ``flight``; in a transaction (``count=False``) a failure also
+        surfaces at the commit, so an output the client refuses at once raises instead.
         """
         produce = self.producer.produce
-        on_delivery = flight.delivered if flight is not None else None
+        on_delivery = flight.delivered
         for i, r in enumerate(out):
             while True:
                 try:
@@ -397,7 +421,7 @@ class Worker:
                 except BufferError:
                     self.producer.poll(0.05)
                 except KafkaException as exc:
-                    if flight is None:
+                    if not count:
                         raise
                     flight.unsent(len(out) - i, exc)
                     return
@@ -433,11 +457,49 @@ class Worker:
         self.metrics.errors.labels("produce").inc()
         log.error(
             "publishing outputs failed; offsets not committed, batch will be re-processed",
-            extra={"error": str(failed.error)},
+            extra={"error": str(failed.error), **(failed.refused or {})},
         )
         with self.watchdog.guard("flush after a failed output", self.settings.kafka_timeout + 5):
             self.producer.flush(self.settings.kafka_timeout)  # let the others land; their dupes are harmless
-        self._failed(self.in_flight.clear())
+        rewind = self.in_flight.clear()
+        self._reread_limits()
+        self._failed(rewind)
+
+    # --- output topic limits ---------------------------------------------------------------------
+
+    def _reread_limits(self) -> None:
+        """After a failed batch: the broker may have refused a record because a topic's limit changed.
+
+        Only the limits are read here; a new producer, if they call for one, comes at the top of the
+        next loop turn (:meth:`_follow_limits`), never in the middle of a rewind.
+        """
+        if time.monotonic() - self._limits_read_at < LIMITS_REREAD_AFTER:
+            return
+        self._limits_read_at = time.monotonic()
+        self.limits.refresh()
+
+    def _follow_limits(self) -> None:
+        """A producer whose size bounds no longer match the topics' limits is replaced between batches."""
+        if self.limits.refreshed == self._limits_seen:
+            return
+        self._limits_seen = self.limits.refreshed
+        bounds = self.limits.producer_bounds()
+        if bounds == self._bounds:
+            return
+        self._finish_pending()
+        if not self.settings.exactly_once and len(self.in_flight):
+            with self.watchdog.guard("flush before a new producer", self.settings.kafka_timeout + 5):
+                self.producer.flush(self.settings.kafka_timeout)
+            offsets, failed = self.in_flight.retire()
+            self._committable.update(offsets)
+            if failed is not None:
+                self._recover(failed)
+        log.info(
+            "output topic limits changed: new producer",
+            extra={"message_max_bytes": bounds.message_max_bytes, "batch_size": bounds.batch_size},
+        )
+        self._bounds = bounds
+        self.producer = self._producers(bounds)
 
     def _failed(self, rewind: Offsets) -> None:
         self._failed_batches += 1
@@ -464,9 +526,10 @@ class Worker:
             log.error("final offset commit failed; records may be re-processed", extra={"error": repr(exc)})
 
     def _commit_transaction(self, out: list[OutRecord], after: Offsets) -> bool:
+        refusals = Batch({}, {}, 0, len(out))  # only its record of the first failed delivery is used
         try:
             self.producer.begin_transaction()
-            self._send(out)
+            self._send(out, refusals, count=False)
             metadata = self.consumer.consumer_group_metadata()
             self._transactional(
                 "send_offsets_to_transaction",
@@ -479,7 +542,10 @@ class Worker:
             if error is not None and fatal(exc):  # fenced, or the producer is otherwise unusable
                 raise _client_failure(error) from exc
             self.metrics.errors.labels("transaction").inc()
-            log.error("transaction failed; aborting, batch will be re-processed", extra={"error": repr(exc)})
+            log.error(
+                "transaction failed; aborting, batch will be re-processed",
+                extra={"error": repr(exc), **(refusals.refused or {})},
+            )
         try:
             self._transactional("abort_transaction", self.producer.abort_transaction)
         except Exception as exc:
@@ -529,18 +595,10 @@ class Worker:
         m.batches.inc()
         for reason in t.reasons:
             m.dead_letters.labels(reason).inc()
+        for cause in t.reduced:
+            m.reduced_dead_letters.labels(cause).inc()
         if t.first_reject is not None:
-            first = t.first_reject
-            log.info(
-                "records dead-lettered",
-                extra={
-                    "count": len(t.reasons),
-                    "first_reason": t.reasons[0],
-                    "topic": first.topic,
-                    "partition": first.partition,
-                    "offset": first.offset,
-                },
-            )
+            self._dead_letter_log.add(t.reasons, t.first_reject)
         if t.score is None:
             return
         n_anomaly = int(np.count_nonzero(t.anomaly))
@@ -557,12 +615,49 @@ class Worker:
             m.labelled.labels(label, "anomaly" if flag else "normal").inc()
 
 
+class _DeadLetterLog:
+    """One log line per :data:`DEAD_LETTER_LOG_SECONDS` about dead letters, not one per batch.
+
+    The line names the first dead-lettered record since the last line and counts them by reason: a
+    stream of bad input (or a topic limit that dead-letters every beat for a while) is a few lines a
+    minute, not several a second.
+    """
+
+    def __init__(self) -> None:
+        self._next = 0.0
+        self._counts: dict[str, int] = {}
+        self._first: Record | None = None
+
+    def add(self, reasons: list[str], first: Record) -> None:
+        if self._first is None:
+            self._first = first
+        for reason in reasons:
+            self._counts[reason] = self._counts.get(reason, 0) + 1
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + DEAD_LETTER_LOG_SECONDS
+        record, counts = self._first, self._counts
+        self._first, self._counts = None, {}
+        log.info(
+            "records dead-lettered",
+            extra={
+                "count": sum(counts.values()),
+                "by_reason": counts,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
+        )
+
+
 @dataclass(slots=True)
 class _Tally:
     """What a batch's metrics need once its outputs are acknowledged (not the records: memory)."""
 
     consumed: int
     reasons: list[str]
+    reduced: list[str]  # why each reduced dead letter was reduced
     first_reject: Record | None
     score: np.ndarray | None
     anomaly: np.ndarray
@@ -572,16 +667,16 @@ class _Tally:
     built_at: float  # epoch seconds: outputs built
 
     @classmethod
-    def of(cls, pending: _Pending, scores: Scores | None, anomaly: np.ndarray, built_at: float) -> _Tally:
-        batch = pending.batch
-        meta = batch.meta
+    def of(cls, pending: _Pending, outputs: Outputs, built_at: float) -> _Tally:
+        meta, anomaly, rejects = outputs.meta, outputs.anomaly, outputs.rejects
         stamps = np.fromiter((b.record.timestamp for b in meta), dtype=np.float64, count=len(meta))
         labels = [(b.label, f) for b, f in zip(meta, anomaly.tolist(), strict=True) if b.label is not None]
         return cls(
             pending.consumed,
-            [r.reason.value for r in batch.rejects],
-            batch.rejects[0].record if batch.rejects else None,
-            None if scores is None else scores.score,
+            [r.reason.value for r in rejects],
+            outputs.reduced,
+            rejects[0].record if rejects else None,
+            outputs.score,
             anomaly,
             stamps,
             labels,

@@ -16,6 +16,7 @@ from schemas.messages import DEAD_LETTER_REASONS, LABELS
 
 OUTCOMES = ("normal", "anomaly")
 LATENCY_STAGES = ("fetch", "process", "publish")  # end to end, in order
+REDUCED_CAUSES = ("size", "timestamp", "size,timestamp")
 STAGES = ("decode", "score", "produce", "commit", "transaction", "poll", "model_reload")
 
 # Fine below 50 ms, where alerting SLOs live (25 ms is a bucket edge: the share within it is exact).
@@ -37,6 +38,13 @@ class WorkerMetrics:
         self.scored = Counter("ecg_beats_scored", "Beats scored, by outcome.", ["outcome"], registry=r)
         self.dead_letters = Counter(
             "ecg_dead_letters", "Records dead-lettered, by reason code.", ["reason"], registry=r
+        )
+        self.reduced_dead_letters = Counter(
+            "ecg_dead_letters_reduced",
+            "Dead letters written reduced because the dead-letter topic would refuse the full one, by "
+            "cause (size, timestamp, or both).",
+            ["cause"],
+            registry=r,
         )
         self.errors = Counter("ecg_processing_errors", "Failures by stage.", ["stage"], registry=r)
         self.inference = Histogram(
@@ -93,6 +101,8 @@ class WorkerMetrics:
             self.dead_letters.labels(reason)
         for stage in STAGES:
             self.errors.labels(stage)
+        for cause in REDUCED_CAUSES:
+            self.reduced_dead_letters.labels(cause)
         self._model_labels: tuple[str, str] | None = None
         self._lag_partitions: set[int] = set()
 

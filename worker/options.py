@@ -175,6 +175,25 @@ OPTIONS: tuple[Option, ...] = (
         check_text="a positive integer",
     ),
     Option(
+        "max_key_bytes",
+        "ECG_MAX_KEY_BYTES",
+        1024,
+        "longer record keys (and JSON source ids, the outputs' key) are dead-lettered as oversized_key",
+        int,
+        check=_positive,
+        check_text="a positive integer",
+    ),
+    Option(
+        "max_output_bytes",
+        "ECG_MAX_OUTPUT_BYTES",
+        0,
+        "largest output record (bytes, all output topics); 0 = each topic's max.message.bytes, read "
+        "through the admin API (Kafka's default 1048588 when it cannot be read)",
+        int,
+        check=_non_negative,
+        check_text="zero or more",
+    ),
+    Option(
         "inference_threads",
         "ECG_INFERENCE_THREADS",
         1,

@@ -67,6 +67,8 @@ class WorkerSettings:
     linger_ms: int
     commit_interval_ms: int
     max_record_bytes: int
+    max_key_bytes: int
+    max_output_bytes: int
     inference_threads: int
     session_timeout_ms: int
     kafka_timeout: float

@@ -143,12 +143,22 @@ def produce_beats(
 
 
 def produce_raw(
-    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None, list]]
+    bootstrap: str,
+    topic: str,
+    records: Iterable[
+        tuple[bytes | None, bytes | None, list] | tuple[bytes | None, bytes | None, list, int | None]
+    ],
+    max_request_size: int = 1024 * 1024,
 ) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    for key, value, headers in records:
-        producer.send(topic, key=key, value=value, headers=headers)
+    """Send ``(key, value, headers[, timestamp_ms])`` records in order; each must be acknowledged."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=max_request_size)
+    futures = []
+    for key, value, headers, *stamp in records:
+        timestamp = stamp[0] if stamp else None
+        futures.append(producer.send(topic, key=key, value=value, headers=headers, timestamp_ms=timestamp))
     producer.flush(60)
+    for future in futures:
+        future.get(timeout=10)
     producer.close()
 
 
