@@ -25,6 +25,7 @@ class ChaosRun:
         log_dir: Path,
         guarantee: str = "exactly-once",
         partitions: int = 6,
+        input_config: dict[str, str] | None = None,
         **options: Any,
     ) -> None:
         self.bootstrap = bootstrap
@@ -41,7 +42,12 @@ class ChaosRun:
         }
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="chaos-admin")
         try:
-            admin.create_topics([NewTopic(t, partitions, 1) for t in self.topics.values()])
+            admin.create_topics(
+                [
+                    NewTopic(t, partitions, 1, topic_configs=(input_config or {}) if role == "input" else {})
+                    for role, t in self.topics.items()
+                ]
+            )
         finally:
             admin.close()
         self.options: dict[str, Any] = {

@@ -50,6 +50,9 @@ class Verdict:
     duplicates: int = 0  # input offsets with more than one outcome
     differing: int = 0  # of those, offsets whose copies are not identical (event id or content)
     event_mismatch: int = 0  # anomaly events not matching the anomalous scores one-to-one
+    # at-least-once: events written in a batch whose score write the broker refused, for beats then
+    # dead-lettered output_too_large on the retry (a failed batch's outputs that landed stay)
+    events_then_too_large: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     outcomes: dict[Offset, list[Outcome]] = field(default_factory=dict, repr=False)
 
@@ -104,7 +107,11 @@ def check(bootstrap: str, topics: dict[str, str], committed_only: bool = True) -
                 v.event_mismatch += 1
         else:
             v.normal += 1
-    v.event_mismatch += sum(1 for key in events if key not in outcomes or outcomes[key][0].kind != "anomaly")
+    for key in events:
+        if key in outcomes and outcomes[key][0].reason == "output_too_large":
+            v.events_then_too_large += 1
+        elif key not in outcomes or outcomes[key][0].kind != "anomaly":
+            v.event_mismatch += 1
     v.reasons = dict(reasons)
     return v
 
