@@ -14,10 +14,10 @@ DEMO_ARGS ?=
 
 .PHONY: install tools demo test chaos bench worker-requirements lint format kafka-up kafka-down kafka-status clean
 
-$(STAMP): pyproject.toml worker/_events.c worker/_records.c
+$(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip "setuptools>=77"
 	$(BIN)/pip install --quiet -e ".[train,test,dev]"
 	touch $(STAMP)
 
@@ -54,10 +54,12 @@ bench: $(STAMP)
 	$(KAFKA) fetch
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
-## lint: ruff check and format check
+## lint: ruff check and format check; the import layers (import-linter) on a built copy of the package
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	rm -rf build/lint && $(BIN)/pip install --quiet --no-deps --no-build-isolation --target build/lint .
+	cd build/lint && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports --config $(CURDIR)/pyproject.toml
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

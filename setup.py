@@ -7,7 +7,7 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("worker._events", ["worker/_events.c"]),
-        Extension("worker._records", ["worker/_records.c"]),
+        Extension("ecg_anomaly.worker._events", ["worker/_events.c"]),
+        Extension("ecg_anomaly.worker._records", ["worker/_records.c"]),
     ]
 )

@@ -1,9 +1,10 @@
 """`ecg-anomaly`: one console script, one subcommand per job.
 
-Each subcommand lives in the package that owns it and exposes
-``configure(parser)``, which adds its options and sets ``func``. Command modules
-must stay cheap to import (TensorFlow is imported lazily inside ``train``), so
-that ``--help`` and the worker start fast.
+The top-level parser knows each subcommand's name and one line of help only. The module of a
+subcommand (``configure(parser)`` adds its options and sets ``func``) is imported when that
+subcommand runs or its ``--help`` is asked for, never to build the parser of another one: the worker
+does not import the trainer or the tools, and ``ecg-anomaly worker`` starts without them. Nothing
+reads the environment while a parser is built.
 """
 
 from __future__ import annotations
@@ -13,45 +14,81 @@ import importlib
 import sys
 
 from ecg_anomaly import __version__
-from ecg_anomaly.errors import EcgAnomalyError
+from ecg_anomaly.base.errors import EcgAnomalyError
+from ecg_anomaly.base.options import Parser
 
-# (name, module, one-line help). The module is imported when the parser is built.
+# (name, module, one-line help)
 COMMANDS: list[tuple[str, str, str]] = [
-    ("worker", "worker.cli", "score live beats from Kafka; publish anomaly events and dead letters"),
+    (
+        "worker",
+        "ecg_anomaly.worker.cli",
+        "score live beats from Kafka; publish anomaly events and dead letters",
+    ),
     (
         "train",
-        "trainer.commands.train",
+        "ecg_anomaly.trainer.commands.train",
         "train the autoencoder, choose its threshold, export model.onnx + report",
     ),
-    ("evaluate", "trainer.commands.evaluate", "metrics of an existing model.onnx on a labelled beats file"),
-    ("score", "trainer.commands.score", "per-beat scores and anomaly flags of a beats file, as CSV"),
-    ("replay", "ecg_anomaly.replay", "publish ECG5000 (or a beats file) to the input topic as a live feed"),
-    ("watch", "ecg_anomaly.watch", "follow anomaly events (or --dlq dead letters), one readable line each"),
-    ("redrive", "ecg_anomaly.redrive", "send dead letters back to their topic once their cause is fixed"),
-    ("demo", "ecg_anomaly.demo", "model, local Kafka, worker and a replayed feed, with live numbers"),
+    (
+        "evaluate",
+        "ecg_anomaly.trainer.commands.evaluate",
+        "metrics of an existing model.onnx on a labelled beats file",
+    ),
+    (
+        "score",
+        "ecg_anomaly.trainer.commands.score",
+        "per-beat scores and anomaly flags of a beats file, as CSV",
+    ),
+    (
+        "replay",
+        "ecg_anomaly.tools.replay",
+        "publish ECG5000 (or a beats file) to the input topic as a live feed",
+    ),
+    (
+        "watch",
+        "ecg_anomaly.tools.watch",
+        "follow anomaly events (or --dlq dead letters), one readable line each",
+    ),
+    (
+        "redrive",
+        "ecg_anomaly.tools.redrive",
+        "send dead letters back to their topic once their cause is fixed",
+    ),
+    ("demo", "ecg_anomaly.tools.demo", "model, local Kafka, worker and a replayed feed, with live numbers"),
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def top_parser() -> argparse.ArgumentParser:
+    """``ecg-anomaly [--version] COMMAND ...``: the commands, without their options."""
+    parser = Parser(
         prog="ecg-anomaly",
         description="Real-time ECG heartbeat anomaly detection with an ONNX autoencoder and Kafka.",
+        epilog="Run 'ecg-anomaly COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module, help_text in COMMANDS:
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).configure(sub_parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    for name, _module, help_text in COMMANDS:
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The full parser of one subcommand (importing its module)."""
+    module, help_text = next((m, h) for n, m, h in COMMANDS if n == name)
+    parser = Parser(prog=f"ecg-anomaly {name}", description=help_text)
+    importlib.import_module(module).configure(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    top, rest = top_parser().parse_known_args(argv[:1])  # the command name (or --help, --version)
+    args = command_parser(top.command).parse_args(argv[1:] + rest)
     try:
         return int(args.func(args) or 0)
     except EcgAnomalyError as exc:  # expected failures: one line, no traceback
-        print(f"ecg-anomaly {args.command}: error: {exc}", file=sys.stderr)
-        return int(getattr(exc, "exit_code", 1))
+        print(f"ecg-anomaly {top.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 
 import jsonschema
 
-from ecg_anomaly.errors import EcgAnomalyError
+from ecg_anomaly.base.errors import EcgAnomalyError
 
 INPUT_NAME = "beats"
 SCORE_OUTPUT = "score"
@@ -40,7 +40,7 @@ class ArtifactError(EcgAnomalyError):
 
 @cache
 def metadata_schema() -> dict[str, Any]:
-    text = resources.files("schemas").joinpath("artifact_metadata.schema.json").read_text()
+    text = resources.files("ecg_anomaly.schemas").joinpath("artifact_metadata.schema.json").read_text()
     return json.loads(text)
 
 

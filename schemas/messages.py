@@ -271,7 +271,7 @@ def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> str | None
 
 @cache
 def _schema(name: str) -> dict[str, Any]:
-    return json.loads(resources.files("schemas").joinpath(name).read_text())
+    return json.loads(resources.files("ecg_anomaly.schemas").joinpath(name).read_text())
 
 
 def beat_schema() -> dict[str, Any]:

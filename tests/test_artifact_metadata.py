@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from schemas.artifact import ArtifactError, decode_metadata, encode_metadata
+from ecg_anomaly.schemas.artifact import ArtifactError, decode_metadata, encode_metadata
 
 
 def _valid() -> dict[str, Any]:

@@ -9,19 +9,19 @@ import jsonschema
 import numpy as np
 import pytest
 
-from schemas import messages as m
-from tests.support.poison import GOOD, JSON_CONTENT_TYPES, POISON, VALID_JSON, Poison
-from worker.dead_letters import DeadLetters, Unpublishable
-from worker.decode import BeatDecoder, Reject
-from worker.events import OutputBuilder
-from worker.model import Scores
-from worker.topic_limits import (
+from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.worker.dead_letters import DeadLetters, Unpublishable
+from ecg_anomaly.worker.decode import BeatDecoder, Reject
+from ecg_anomaly.worker.events import OutputBuilder
+from ecg_anomaly.worker.model import Scores
+from ecg_anomaly.worker.topic_limits import (
     KAFKA_MAX_MESSAGE_BYTES,
     OutputLimits,
     TopicLimits,
     from_configs,
     record_bytes,
 )
+from tests.support.poison import GOOD, JSON_CONTENT_TYPES, POISON, VALID_JSON, Poison
 
 # Reasons about the record rather than the document: a schema cannot say them.
 TRANSPORT = {

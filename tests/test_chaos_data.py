@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
-from schemas import messages as m
+from ecg_anomaly.schemas import messages as m
 from tests.support.artifact import load_test_split
 from tests.support.chaos import ChaosRun
 from tests.support.poison import FUTURE_TOPIC_AFTER_MS, JSON_HEADERS, LARGE_TOPIC_BYTES, POISON

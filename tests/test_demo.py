@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ecg_anomaly.cli import main
-from ecg_anomaly.demo_stack import port_answers
+from ecg_anomaly.tools.demo_stack import port_answers
 from tests.support.artifact import build_small_artifact
 from tests.support.broker import free_port
 

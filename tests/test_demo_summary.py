@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from ecg_anomaly.faults import FAULT_KINDS, FaultInjector, bad_record
-from ecg_anomaly.live_stats import (
+from ecg_anomaly.schemas.messages import DEAD_LETTER_REASONS, DeadLetterReason
+from ecg_anomaly.tools.faults import FAULT_KINDS, FaultInjector, bad_record
+from ecg_anomaly.tools.live_stats import (
     Snapshot,
     beats_per_second,
     final_lines,
@@ -19,9 +20,8 @@ from ecg_anomaly.live_stats import (
     parse_snapshot,
     window,
 )
-from schemas.messages import DEAD_LETTER_REASONS, DeadLetterReason
-from worker.decode import BeatDecoder
-from worker.metrics import WorkerMetrics, observe_many
+from ecg_anomaly.worker.decode import BeatDecoder
+from ecg_anomaly.worker.metrics import WorkerMetrics, observe_many
 
 INF = math.inf
 Record = namedtuple("Record", "topic partition offset timestamp key value headers")

@@ -9,17 +9,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ecg_anomaly.cli import build_parser
+from ecg_anomaly.cli import command_parser
+from ecg_anomaly.worker.options import ALL_OPTIONS
 from tests.support.broker import REPO
 from tests.support.tools import require_tool
-from worker.settings import OPTIONS
 
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ["base", "overlays/dev", "overlays/prod", "training"]
 KUBERNETES_VERSION = "1.31.0"
 # Custom resources have no schema in kubernetes-validate; they are checked against the objects they name.
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
-WORKER_ENV = {option.env for option in OPTIONS} | {"ECG_KAFKA_SASL_PASSWORD", "ECG_KAFKA_SSL_PASSWORD"}
+WORKER_ENV = {option.env for option in ALL_OPTIONS} | {"ECG_KAFKA_SASL_PASSWORD", "ECG_KAFKA_SSL_PASSWORD"}
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
@@ -134,6 +134,6 @@ def test_training_job_writes_to_the_model_store() -> None:
     trainer = pod["containers"][0]
     store = next(m for m in trainer["volumeMounts"] if m["mountPath"] == "/store")
     assert volumes[store["name"]]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
-    args = build_parser().parse_args(["train", *trainer["args"]])  # the trainer accepts these flags
+    args = command_parser("train").parse_args(trainer["args"])  # the trainer accepts these flags
     assert str(args.out_dir).startswith("/store/")
     assert trainer["securityContext"]["readOnlyRootFilesystem"] is True

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from ecg_anomaly.cli import main
-from schemas import messages as m
+from ecg_anomaly.schemas import messages as m
 from tests.support.worker import produce_raw, read_topic
 
 pytestmark = pytest.mark.kafka

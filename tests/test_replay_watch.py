@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from ecg_anomaly.cli import main
-from ecg_anomaly.faults import FAULT_HEADER, FAULT_KINDS
-from ecg_anomaly.live_stats import parse_snapshot
-from schemas import messages as m
+from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.tools.faults import FAULT_HEADER, FAULT_KINDS
+from ecg_anomaly.tools.live_stats import parse_snapshot
 from tests.support.artifact import build_small_artifact, load_test_split
 from tests.support.worker import read_topic, wait_for
 

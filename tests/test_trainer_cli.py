@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ecg_anomaly.cli import build_parser, main
-from trainer.commands.train import config_from_args
+from ecg_anomaly.cli import command_parser, main
+from ecg_anomaly.trainer.commands.train import config_from_args
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    return build_parser().parse_args(["train", *argv])
+    return command_parser("train").parse_args(argv)
 
 
 def test_options_override_the_preset() -> None:

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from ecg_anomaly.cli import main
-from trainer.data import Dataset, load_dataset, parse_text, split_train_test
-from trainer.errors import DataError
+from ecg_anomaly.schemas.datasets import DataError, Dataset, load_dataset, parse_text, split_train_test
 
 L = 140
 

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from ecg_anomaly.cli import main
-from trainer.data import Dataset, load_dataset, split_train_test
-from trainer.evaluation import evaluate
-from trainer.presets import PRESETS
-from trainer.report import PLOTS
-from trainer.scoring import ScoringModel
-from trainer.train import TrainResult, train
+from ecg_anomaly.schemas.datasets import Dataset, load_dataset, split_train_test
+from ecg_anomaly.trainer.evaluation import evaluate
+from ecg_anomaly.trainer.presets import PRESETS
+from ecg_anomaly.trainer.report import PLOTS
+from ecg_anomaly.trainer.scoring import ScoringModel
+from ecg_anomaly.trainer.train import TrainResult, train
 
 SEED = 3
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras 3.15

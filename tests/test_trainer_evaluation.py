@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from trainer.evaluation import average_precision, curves, evaluate, format_table, roc_auc
+from ecg_anomaly.trainer.evaluation import average_precision, curves, evaluate, format_table, roc_auc
 
 
 def test_known_confusion_and_both_conventions() -> None:

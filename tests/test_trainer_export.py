@@ -7,12 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from schemas.artifact import ArtifactError
+from ecg_anomaly.schemas.artifact import ArtifactError
+from ecg_anomaly.trainer.errors import ExportError
+from ecg_anomaly.trainer.export import (
+    PARITY_TOLERANCE,
+    check_parity,
+    keras_scores,
+    with_metadata,
+    write_artifact,
+)
+from ecg_anomaly.trainer.presets import PRESETS
+from ecg_anomaly.trainer.scoring import ScoringModel
 from tests.support.artifact import build_small_artifact, load_test_split
-from trainer.errors import ExportError
-from trainer.export import PARITY_TOLERANCE, check_parity, keras_scores, with_metadata, write_artifact
-from trainer.presets import PRESETS
-from trainer.scoring import ScoringModel
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras 3.15
 
@@ -116,7 +122,7 @@ def test_failed_write_leaves_the_previous_artifact_and_no_temp_file(artifact: Pa
 def test_tutorial_preset_is_the_tutorial_model() -> None:
     import keras
 
-    from trainer.model import build_autoencoder
+    from ecg_anomaly.trainer.model import build_autoencoder
 
     config = PRESETS["tutorial"]
     assert (config.epochs, config.batch_size, config.loss, config.validation_fraction) == (

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer.data import load_dataset
-from trainer.presets import PRESETS
-from trainer.train import train
+from ecg_anomaly.schemas.datasets import load_dataset
+from ecg_anomaly.trainer.presets import PRESETS
+from ecg_anomaly.trainer.train import train
 
 pytestmark = [
     pytest.mark.slow,

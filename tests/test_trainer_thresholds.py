@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from trainer import thresholds
-from trainer.errors import ThresholdError
+from ecg_anomaly.trainer import thresholds
+from ecg_anomaly.trainer.errors import ThresholdError
 
 ONE_TO_HUNDRED = np.arange(1, 101, dtype=np.float64)
 

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from schemas import messages as m
+from ecg_anomaly.schemas import messages as m
 
 
 def test_json_beat_round_trips_and_validates() -> None:

@@ -13,7 +13,8 @@ import onnx
 import orjson
 import pytest
 
-from schemas.artifact import ArtifactError
+from ecg_anomaly.schemas.artifact import ArtifactError
+from ecg_anomaly.worker.model import ModelReloader, load_model
 from tests.support.artifact import build_small_artifact, load_test_split
 from tests.support.broker import REPO
 from tests.support.worker import (
@@ -23,7 +24,6 @@ from tests.support.worker import (
     read_topic,
     wait_for,
 )
-from worker.model import ModelReloader, load_model
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,13 @@ import numpy as np
 import orjson
 import pytest
 
-from schemas import messages as m
-from worker._events import anomaly_events
-from worker.decode import BeatMeta
-from worker.events import OutputBuilder, OutRecord
-from worker.kafka_io import Record
-from worker.model import Scores
-from worker.topic_limits import OutputLimits
+from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.worker._events import anomaly_events
+from ecg_anomaly.worker.decode import BeatMeta
+from ecg_anomaly.worker.events import OutputBuilder, OutRecord
+from ecg_anomaly.worker.kafka_io import Record
+from ecg_anomaly.worker.model import Scores
+from ecg_anomaly.worker.topic_limits import OutputLimits
 
 DEFAULT_LIMITS = OutputLimits([], lambda topics, timeout: {})  # Kafka's defaults for every topic
 

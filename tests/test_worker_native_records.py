@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from schemas import messages as m
-from worker._records import binary_beats, take
-from worker.decode import BeatDecoder, BeatMeta
-from worker.kafka_io import Record, take_records
+from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.worker._records import binary_beats, take
+from ecg_anomaly.worker.decode import BeatDecoder, BeatMeta
+from ecg_anomaly.worker.kafka_io import Record, take_records
 
 
 class _Message:

@@ -14,8 +14,8 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from schemas import messages as m
-from schemas.artifact import decode_metadata
+from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.schemas.artifact import decode_metadata
 from tests.support.artifact import build_small_artifact, load_test_split
 from tests.support.worker import WorkerProcess, produce_beats, produce_raw, read_topic, wait_for
 

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 import pytest
 
-from schemas import messages as m
+from ecg_anomaly.schemas import messages as m
 from tests.support.artifact import load_test_split
 from tests.support.chaos_checker import committed_offsets
 from tests.support.poison import FUTURE_TOPIC_AFTER_MS, LARGE_TOPIC_BYTES, POISON

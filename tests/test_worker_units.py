@@ -15,20 +15,29 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from schemas import messages as m
+from ecg_anomaly.base.errors import ConfigError
+from ecg_anomaly.base.kafka import SECRETS
+from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.worker.decode import BeatDecoder
+from ecg_anomaly.worker.events import OutputBuilder
+from ecg_anomaly.worker.health import HealthState
+from ecg_anomaly.worker.inflight import Batch, InFlight
+from ecg_anomaly.worker.kafka_io import (
+    BrokerLink,
+    Record,
+    Watchdog,
+    exit_code_for,
+    fatal,
+    fenced,
+)
+from ecg_anomaly.worker.loop import SCORE_AHEAD_FROM, Worker
+from ecg_anomaly.worker.metrics import WorkerMetrics, observe_many
+from ecg_anomaly.worker.model import Scores, load_model
+from ecg_anomaly.worker.options import ALL_OPTIONS
+from ecg_anomaly.worker.settings import configure, load_settings
+from ecg_anomaly.worker.topic_limits import OutputLimits
 from tests.support.broker import REPO
 from tests.support.poison import POISON, Poison
-from worker.decode import BeatDecoder
-from worker.events import OutputBuilder
-from worker.health import HealthState
-from worker.inflight import Batch, InFlight
-from worker.kafka_io import BrokerLink, Record, Watchdog, exit_code_for, fatal, fenced, security_config
-from worker.loop import SCORE_AHEAD_FROM, Worker
-from worker.metrics import WorkerMetrics, observe_many
-from worker.model import Scores, load_model
-from worker.options import OPTIONS, SECRETS
-from worker.settings import ConfigError, configure, load_settings
-from worker.topic_limits import OutputLimits
 
 DEFAULT_LIMITS = OutputLimits([], lambda topics, timeout: {})  # Kafka's defaults for every topic
 
@@ -85,7 +94,7 @@ def test_secrets_come_from_env_or_file_and_never_show(tmp_path: Path) -> None:
         ],
         {"ECG_KAFKA_SSL_PASSWORD": "env-pw-456"},
     )
-    config = security_config(s)
+    config = s.kafka.client_config("w")
     assert config["sasl.password"] == "file-pw-123"
     assert config["ssl.key.password"] == "env-pw-456"
     assert (config["sasl.mechanism"], config["sasl.username"]) == ("SCRAM-SHA-512", "svc")
@@ -300,7 +309,7 @@ def test_worker_imports_neither_tensorflow_nor_onnx() -> None:
 def test_readme_documents_every_option_and_reason() -> None:
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## Worker") :]
-    for option in OPTIONS:
+    for option in ALL_OPTIONS:
         assert f"| `{option.flag}` | `{option.env}` |" in section, option.flag
     for _, env, _ in SECRETS:
         assert f"`{env}`" in section
@@ -402,7 +411,7 @@ def test_fencing_and_fatal_errors_are_recognised() -> None:
 def test_repeated_client_log_lines_are_rate_limited_and_counted() -> None:
     import logging
 
-    from worker.logs import RepeatFilter
+    from ecg_anomaly.worker.logs import RepeatFilter
 
     keep = RepeatFilter(seconds=30)
 

@@ -1,16 +1,6 @@
 """Errors the trainer raises on purpose; the CLI prints them as one line."""
 
-from ecg_anomaly.errors import EcgAnomalyError
-
-
-class DataError(EcgAnomalyError):
-    """Input data is unreadable or malformed; the message names file, row and column."""
-
-
-class ConfigError(EcgAnomalyError):
-    """Inconsistent training options (a usage error: the CLI exits with status 2)."""
-
-    exit_code = 2
+from ecg_anomaly.base.errors import EcgAnomalyError
 
 
 class TrainerDependencyError(EcgAnomalyError):

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from schemas.artifact import INPUT_NAME, SAMPLE_ERROR_OUTPUT, SCORE_OUTPUT, encode_metadata
-from trainer.errors import ExportError
-from trainer.scoring import ScoringModel
+from ecg_anomaly.schemas.artifact import INPUT_NAME, SAMPLE_ERROR_OUTPUT, SCORE_OUTPUT, encode_metadata
+from ecg_anomaly.trainer.errors import ExportError
+from ecg_anomaly.trainer.scoring import ScoringModel
 
 PARITY_TOLERANCE = 1e-5
 OPSET = 17

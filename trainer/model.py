@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.presets import TrainConfig
+from ecg_anomaly.trainer.presets import TrainConfig
 
 
 def build_autoencoder(config: TrainConfig, input_length: int) -> Any:

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.errors import ConfigError
-from trainer.thresholds import POLICIES
+from ecg_anomaly.base.errors import ConfigError
+from ecg_anomaly.trainer.thresholds import POLICIES
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.evaluation import curves
+from ecg_anomaly.trainer.evaluation import curves
 
 # (file name, caption) in page order; tests check that every one is written and linked.
 PLOTS: tuple[tuple[str, str], ...] = (

@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from schemas.artifact import INPUT_NAME, SAMPLE_ERROR_OUTPUT, SCORE_OUTPUT, ArtifactError, ArtifactMetadata
+from ecg_anomaly.schemas.artifact import (
+    INPUT_NAME,
+    SAMPLE_ERROR_OUTPUT,
+    SCORE_OUTPUT,
+    ArtifactError,
+    ArtifactMetadata,
+)
 
 
 @dataclass
@@ -21,7 +27,9 @@ class ScoringModel:
     @classmethod
     def load(cls, model: Path | bytes) -> ScoringModel:
         """From a path or serialised bytes; :class:`ArtifactError` if unreadable or invalid."""
-        from worker.model import open_artifact  # onnxruntime: imported only when a model is used
+        from ecg_anomaly.schemas.loader import (
+            open_artifact,  # onnxruntime: imported only when a model is used
+        )
 
         if isinstance(model, bytes):
             return cls(*open_artifact(model, "model"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.errors import ThresholdError
+from ecg_anomaly.trainer.errors import ThresholdError
 
 POLICIES = ("mean_std", "percentile", "false_alarm_rate", "max_f1")
 

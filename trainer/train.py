@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from trainer import thresholds
-from trainer.data import Dataset, require_normal_rows, split_train_test
-from trainer.errors import ConfigError, missing_training_extra
-from trainer.evaluation import evaluate
-from trainer.export import (
+from ecg_anomaly.base.errors import ConfigError
+from ecg_anomaly.schemas.datasets import Dataset, require_normal_rows, split_train_test
+from ecg_anomaly.trainer import thresholds
+from ecg_anomaly.trainer.errors import missing_training_extra
+from ecg_anomaly.trainer.evaluation import evaluate
+from ecg_anomaly.trainer.export import (
     check_parity,
     keras_scores,
     normalise,
@@ -32,8 +33,8 @@ from trainer.export import (
     with_metadata,
     write_artifact,
 )
-from trainer.presets import TrainConfig
-from trainer.scoring import ScoringModel
+from ecg_anomaly.trainer.presets import TrainConfig
+from ecg_anomaly.trainer.scoring import ScoringModel
 
 Log = Callable[[str], None]
 
@@ -114,7 +115,7 @@ def train(
         None if splits.validation is None else normalise(_normal_beats(splits.validation), norm_min, norm_max)
     )
 
-    from trainer.model import build_autoencoder
+    from ecg_anomaly.trainer.model import build_autoencoder
 
     input_length = dataset.beats.shape[1]
     model = build_autoencoder(config, input_length)
@@ -174,7 +175,7 @@ def train(
     summary = metrics_document(metrics, metadata)
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     if report:
-        from trainer.report import ReportInputs, write_report
+        from ecg_anomaly.trainer.report import ReportInputs, write_report
 
         x_test = normalise(splits.test.beats, norm_min, norm_max)
         write_report(

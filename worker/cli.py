@@ -21,16 +21,23 @@ from types import FrameType
 
 from confluent_kafka import KafkaException, Producer
 
-from ecg_anomaly.errors import EcgAnomalyError
-from worker.health import HealthServer, HealthState
-from worker.kafka_io import BrokerLink, Watchdog, admin_config, fatal, make_consumer, make_producer
-from worker.logs import setup_logging
-from worker.loop import FatalError, Worker, commit_reporter
-from worker.metrics import WorkerMetrics
-from worker.model import load_model
-from worker.settings import ConfigError, WorkerSettings, load_settings
-from worker.settings import configure as configure_settings
-from worker.topic_limits import OutputLimits, ProducerBounds, admin_reader
+from ecg_anomaly.base.errors import EcgAnomalyError
+from ecg_anomaly.worker.health import HealthServer, HealthState
+from ecg_anomaly.worker.kafka_io import (
+    BrokerLink,
+    Watchdog,
+    admin_config,
+    fatal,
+    make_consumer,
+    make_producer,
+)
+from ecg_anomaly.worker.logs import setup_logging
+from ecg_anomaly.worker.loop import FatalError, Worker, commit_reporter
+from ecg_anomaly.worker.metrics import WorkerMetrics
+from ecg_anomaly.worker.model import load_model
+from ecg_anomaly.worker.settings import ConfigError, WorkerSettings, load_settings
+from ecg_anomaly.worker.settings import configure as configure_settings
+from ecg_anomaly.worker.topic_limits import OutputLimits, ProducerBounds, admin_reader
 
 log = logging.getLogger("worker")
 
@@ -91,7 +98,7 @@ def _serve(settings: WorkerSettings, started: float) -> int:
             (settings.anomaly_topic, settings.scores_topic, settings.dlq_topic),
             admin_reader(admin_config(settings)),
             settings.max_output_bytes,
-            timeout=min(settings.kafka_timeout, 10.0),
+            timeout=settings.kafka.connect_timeout,
         )
         limits.refresh()
         limits.start()

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from ecg_anomaly.errors import EcgAnomalyError
-from schemas import messages as m
-from worker.decode import Reject
-from worker.topic_limits import TopicLimits, record_bytes
+from ecg_anomaly.base.errors import EcgAnomalyError
+from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.worker.decode import Reject
+from ecg_anomaly.worker.topic_limits import TopicLimits, record_bytes
 
 MESSAGE_BYTES = 1000  # a reduced dead letter's ecg.dlq.message is cut to this
 

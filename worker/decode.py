@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 import simdjson
 
-from schemas.messages import (
+from ecg_anomaly.schemas.messages import (
     BINARY_CONTENT_TYPE,
     CONTENT_TYPE_HEADER,
     JSON_CONTENT_TYPE,
@@ -33,7 +33,7 @@ from schemas.messages import (
     DeadLetterReason,
     beat_time_ms,
 )
-from worker._records import binary_beats
+from ecg_anomaly.worker._records import binary_beats
 
 _NUMBER_TYPES = frozenset((int, float))
 _PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))  # not a simdjson proxy

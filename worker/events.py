@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from schemas import messages as m
-from schemas.messages import DeadLetterReason, iso_time
-from worker._events import anomaly_events
-from worker.dead_letters import DeadLetters, OutRecord
-from worker.decode import BeatMeta, Reject
-from worker.model import Scores
-from worker.topic_limits import OutputLimits, record_bytes
+from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.schemas.messages import DeadLetterReason, iso_time
+from ecg_anomaly.worker._events import anomaly_events
+from ecg_anomaly.worker.dead_letters import DeadLetters, OutRecord
+from ecg_anomaly.worker.decode import BeatMeta, Reject
+from ecg_anomaly.worker.model import Scores
+from ecg_anomaly.worker.topic_limits import OutputLimits, record_bytes
 
 ERROR_WINDOW = 10  # samples per window when locating where a beat's error concentrates
 

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from worker.metrics import WorkerMetrics
+from ecg_anomaly.worker.metrics import WorkerMetrics
 
 BLOCKED_NOT_READY = 5.0  # seconds inside one Kafka call (e.g. a commit to a dead broker) → not ready
 

@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from worker._records import take
-from worker.settings import WorkerSettings
-from worker.topic_limits import ProducerBounds
+from ecg_anomaly.worker._records import take
+from ecg_anomaly.worker.settings import WorkerSettings
+from ecg_anomaly.worker.topic_limits import ProducerBounds
 
 log = logging.getLogger(__name__)
 client_log = logging.getLogger("librdkafka")
@@ -51,28 +51,6 @@ class Record(NamedTuple):
 def take_records(messages: list[Message]) -> tuple[list[Record], list[Message]]:
     """The records of the messages without an error, and the messages with one (in order)."""
     return take(messages, Record)
-
-
-def security_config(settings: WorkerSettings) -> dict[str, Any]:
-    """librdkafka's SSL/SASL properties from the settings (secrets revealed only here)."""
-    config: dict[str, Any] = {"security.protocol": settings.security_protocol}
-    if settings.security_protocol.startswith("SASL"):
-        config["sasl.mechanism"] = settings.sasl_mechanism
-        config["sasl.username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            config["sasl.password"] = settings.sasl_password.reveal()
-    if settings.security_protocol.endswith("SSL"):
-        config["ssl.endpoint.identification.algorithm"] = "https" if settings.ssl_check_hostname else "none"
-        for option, prop in (
-            ("ssl_cafile", "ssl.ca.location"),
-            ("ssl_certfile", "ssl.certificate.location"),
-            ("ssl_keyfile", "ssl.key.location"),
-        ):
-            if getattr(settings, option):
-                config[prop] = getattr(settings, option)
-        if settings.ssl_password is not None:
-            config["ssl.key.password"] = settings.ssl_password.reveal()
-    return config
 
 
 class BrokerLink:
@@ -128,11 +106,9 @@ class BrokerLink:
 
 def _common(settings: WorkerSettings, link: BrokerLink | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "client.id": settings.client_id,
+        **settings.kafka.client_config(settings.client_id),
         "reconnect.backoff.max.ms": 2000,
         "logger": client_log,  # librdkafka's own log lines as JSON lines, like ours
-        **security_config(settings),
     }
     if link is not None:
         config["error_cb"] = link.on_error

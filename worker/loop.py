@@ -31,14 +31,14 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from ecg_anomaly.errors import EcgAnomalyError
-from schemas.artifact import ArtifactError
-from worker.dead_letters import Unpublishable
-from worker.decode import BeatDecoder, DecodedBatch
-from worker.events import OutputBuilder, Outputs, OutRecord
-from worker.health import HealthState
-from worker.inflight import Batch, InFlight, Offsets
-from worker.kafka_io import (
+from ecg_anomaly.base.errors import EcgAnomalyError
+from ecg_anomaly.schemas.artifact import ArtifactError
+from ecg_anomaly.worker.dead_letters import Unpublishable
+from ecg_anomaly.worker.decode import BeatDecoder, DecodedBatch
+from ecg_anomaly.worker.events import OutputBuilder, Outputs, OutRecord
+from ecg_anomaly.worker.health import HealthState
+from ecg_anomaly.worker.inflight import Batch, InFlight, Offsets
+from ecg_anomaly.worker.kafka_io import (
     BrokerLink,
     Record,
     Watchdog,
@@ -49,10 +49,10 @@ from worker.kafka_io import (
     partitions,
     take_records,
 )
-from worker.metrics import WorkerMetrics, observe_many
-from worker.model import Model, ModelReloader, Scores
-from worker.settings import WorkerSettings
-from worker.topic_limits import OutputLimits, ProducerBounds
+from ecg_anomaly.worker.metrics import WorkerMetrics, observe_many
+from ecg_anomaly.worker.model import Model, ModelReloader, Scores
+from ecg_anomaly.worker.settings import WorkerSettings
+from ecg_anomaly.worker.topic_limits import OutputLimits, ProducerBounds
 
 log = logging.getLogger(__name__)
 

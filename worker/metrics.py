@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from schemas.messages import DEAD_LETTER_REASONS, LABELS
+from ecg_anomaly.schemas.messages import DEAD_LETTER_REASONS, LABELS
 
 OUTCOMES = ("normal", "anomaly")
 LATENCY_STAGES = ("fetch", "process", "publish")  # end to end, in order

@@ -15,7 +15,7 @@ import numpy as np
 from confluent_kafka import Producer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from schemas import messages as m
+from ecg_anomaly.schemas import messages as m
 from tests.support.broker import REPO
 from tests.support.worker import WorkerProcess, env_without_worker_settings
 

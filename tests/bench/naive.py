@@ -33,7 +33,7 @@ BATCH_SIZES = (1, 64, 1024)
 def _keras(model_onnx: Path) -> tuple[Any, Any]:
     import keras
 
-    from worker.model import load_model
+    from ecg_anomaly.worker.model import load_model
 
     return keras.models.load_model(model_onnx.with_name("model.keras"), compile=False), load_model(
         model_onnx
@@ -51,8 +51,8 @@ def _rate(call: Any, beats: np.ndarray, budget: float) -> float:
 
 
 def kernel(args: argparse.Namespace) -> dict[str, Any]:
+    from ecg_anomaly.worker.model import load_model
     from tests.support.artifact import load_test_split
-    from worker.model import load_model
 
     beats = load_test_split()[0]
     onnx = load_model(args.model, threads=1)

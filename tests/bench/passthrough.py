@@ -22,10 +22,10 @@ from tests.bench.common import drain_rate
 
 
 def _worker_client(args: argparse.Namespace) -> list[tuple[float, float]]:
-    from worker.inflight import Batch, InFlight, Offsets
-    from worker.kafka_io import BrokerLink, make_consumer, make_producer, partitions
-    from worker.loop import IN_FLIGHT_BATCHES
-    from worker.settings import configure, load_settings
+    from ecg_anomaly.worker.inflight import Batch, InFlight, Offsets
+    from ecg_anomaly.worker.kafka_io import BrokerLink, make_consumer, make_producer, partitions
+    from ecg_anomaly.worker.loop import IN_FLIGHT_BATCHES
+    from ecg_anomaly.worker.settings import configure, load_settings
 
     parser = argparse.ArgumentParser()
     configure(parser)

@@ -19,7 +19,8 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from schemas import messages as m
+from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.worker.metrics import LATENCY_STAGES
 from tests.bench.common import (
     PARTITIONS,
     Feed,
@@ -33,7 +34,6 @@ from tests.bench.common import (
     worker,
 )
 from tests.support.worker import WorkerProcess, wait_for
-from worker.metrics import LATENCY_STAGES
 
 ANOMALY = 'ecg_beats_scored_total{outcome="anomaly"}'
 LATENCY = "ecg_end_to_end_latency_seconds"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data import load_dataset, split_train_test
-from trainer.presets import PRESETS
-from trainer.train import SplitSettings
+from ecg_anomaly.schemas.datasets import load_dataset, split_train_test
+from ecg_anomaly.trainer.presets import PRESETS
+from ecg_anomaly.trainer.train import SplitSettings
 
 SEED = 7
 _built: list[Path] = []
@@ -28,7 +28,7 @@ def build_small_artifact(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not _built:
-        from trainer.train import train
+        from ecg_anomaly.trainer.train import train
 
         cache = Path(tempfile.mkdtemp(prefix="ecg-small-artifact-"))
         atexit.register(shutil.rmtree, cache, ignore_errors=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from schemas import messages as m
+from ecg_anomaly.schemas import messages as m
 from tests.support.artifact import load_test_split
 from tests.support.worker import read_topic
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
-from schemas import messages as m
+from ecg_anomaly.schemas import messages as m
 
 J = JSON_HEADERS = m.beat_headers(m.JSON_CONTENT_TYPE)
 B = m.beat_headers(m.BINARY_CONTENT_TYPE)

@@ -17,7 +17,7 @@ import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas import messages as m
+from ecg_anomaly.schemas import messages as m
 from tests.support.broker import REPO, free_port
 
 

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from trainer.commands import add_data_options
+from ecg_anomaly.schemas.datasets import add_data_options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,9 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.data import load_dataset
-    from trainer.evaluation import evaluate, format_table
-    from trainer.scoring import ScoringModel
+    from ecg_anomaly.schemas.datasets import load_dataset
+    from ecg_anomaly.trainer.evaluation import evaluate, format_table
+    from ecg_anomaly.trainer.scoring import ScoringModel
 
     model = ScoringModel.load(args.model)
     meta = model.metadata if args.threshold is None else model.metadata.with_threshold(args.threshold)

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainer.commands import add_data_options
+from ecg_anomaly.schemas.datasets import add_data_options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +22,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.data import load_dataset
-    from trainer.scoring import ScoringModel
+    from ecg_anomaly.schemas.datasets import load_dataset
+    from ecg_anomaly.trainer.scoring import ScoringModel
 
     model = ScoringModel.load(args.model)
     data = load_dataset(args.data, args.format, input_length=model.metadata.input_length, labelled=False)

@@ -10,10 +10,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from trainer.commands import add_data_options
-from trainer.errors import ConfigError
-from trainer.presets import PRESETS, TrainConfig
-from trainer.thresholds import POLICIES
+from ecg_anomaly.base.errors import ConfigError
+from ecg_anomaly.schemas.datasets import add_data_options
+from ecg_anomaly.trainer.presets import PRESETS, TrainConfig
+from ecg_anomaly.trainer.thresholds import POLICIES
 
 # The option that sets each policy's parameter, and its default when the policy is chosen on the command line.
 POLICY_PARAMS: dict[str, tuple[str, float] | None] = {
@@ -107,9 +107,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.data import load_dataset
-    from trainer.evaluation import format_table
-    from trainer.train import SplitSettings, log_to_stderr, train
+    from ecg_anomaly.schemas.datasets import load_dataset
+    from ecg_anomaly.trainer.evaluation import format_table
+    from ecg_anomaly.trainer.train import SplitSettings, log_to_stderr, train
 
     config = config_from_args(args)
     dataset = load_dataset(args.data, args.format)

@@ -8,6 +8,7 @@ exactly-once worker's aborted outputs never show. Never creates a topic.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -15,10 +16,11 @@ from typing import Any, TextIO
 
 import orjson
 
-from ecg_anomaly.errors import EcgAnomalyError
-from ecg_anomaly.faults import FAULT_HEADER
-from ecg_anomaly.options import add_bootstrap_option, bootstrap_servers
-from schemas import messages as m
+from ecg_anomaly.base.errors import EcgAnomalyError
+from ecg_anomaly.base.kafka import CONNECTION_OPTIONS
+from ecg_anomaly.base.options import add_options, resolve
+from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.tools.faults import FAULT_HEADER
 
 DEFAULT_ANOMALY_TOPIC = "ecg.anomalies"
 DEFAULT_DLQ_TOPIC = "ecg.beats.dlq"
@@ -26,7 +28,7 @@ _MESSAGE_WIDTH = 90
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_bootstrap_option(parser)
+    add_options(parser, CONNECTION_OPTIONS)
     parser.add_argument("--dlq", action="store_true", help=f"follow dead letters ({DEFAULT_DLQ_TOPIC})")
     parser.add_argument(
         "--topic",
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
     topic = args.topic or (DEFAULT_DLQ_TOPIC if args.dlq else DEFAULT_ANOMALY_TOPIC)
-    bootstrap = bootstrap_servers(args)
+    bootstrap = resolve(CONNECTION_OPTIONS, args, os.environ)["bootstrap_servers"]
     stopping: list[bool] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(True))
     try:

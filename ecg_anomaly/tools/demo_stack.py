@@ -22,9 +22,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from ecg_anomaly.errors import EcgAnomalyError
+from ecg_anomaly.base.errors import EcgAnomalyError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the checkout: the demo runs from one (make demo)
 KAFKA_SCRIPT = REPO / "deploy" / "local" / "kafka.sh"
 WORKER_STOP_TIMEOUT = 30.0  # the worker's own drain timeout is 15 s
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from schemas.messages import (
+from ecg_anomaly.schemas.messages import (
     BINARY_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
     DeadLetterReason,

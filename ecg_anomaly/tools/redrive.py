@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecg_anomaly.errors import EcgAnomalyError
-from ecg_anomaly.options import add_bootstrap_option, bootstrap_servers
-from schemas import messages as m
+from ecg_anomaly.base.errors import EcgAnomalyError
+from ecg_anomaly.base.kafka import CONNECTION_OPTIONS
+from ecg_anomaly.base.options import add_options, resolve
+from ecg_anomaly.schemas import messages as m
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_bootstrap_option(parser)
+    add_options(parser, CONNECTION_OPTIONS)
     parser.add_argument("--dlq", default="ecg.beats.dlq", help="dead-letter topic (default: %(default)s)")
     parser.add_argument(
         "--reason", action="append", choices=m.DEAD_LETTER_REASONS, help="only this reason (repeatable)"
@@ -50,7 +52,7 @@ class RedriveResult:
 def run(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
-    bootstrap = bootstrap_servers(args)
+    bootstrap = resolve(CONNECTION_OPTIONS, args, os.environ)["bootstrap_servers"]
     try:
         result = redrive(bootstrap, args.dlq, set(args.reason or ()), args.to, args.group, args.dry_run)
     except KafkaError as exc:

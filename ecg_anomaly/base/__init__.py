@@ -1,0 +1,1 @@
+"""The shared base: errors, options, Kafka connection settings. Imports nothing of the project above it."""
