@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
 import jsonschema
 import numpy as np
@@ -12,8 +11,9 @@ import pytest
 from ecg_anomaly.schemas import messages as m
 from ecg_anomaly.worker.dead_letters import DeadLetters, Unpublishable
 from ecg_anomaly.worker.decode import BeatDecoder, Reject
-from ecg_anomaly.worker.events import OutputBuilder
 from ecg_anomaly.worker.model import Scores
+from ecg_anomaly.worker.outputs import OutputBuilder
+from ecg_anomaly.worker.records import Record, Records
 from ecg_anomaly.worker.topic_limits import (
     KAFKA_MAX_MESSAGE_BYTES,
     OutputLimits,
@@ -35,15 +35,14 @@ TRANSPORT = {
 JSON_POISON = [p for p in POISON if p.headers == m.beat_headers() and p.reason not in TRANSPORT]
 
 
-@dataclass
-class Rec:
-    value: bytes | None
-    key: bytes | None = b"k"
-    headers: list[tuple[str, bytes]] = field(default_factory=lambda: m.beat_headers())
-    topic: str = "beats"
-    partition: int = 0
-    offset: int = 0
-    timestamp: int = 1_700_000_000_000
+def Rec(
+    value: bytes | None,
+    key: bytes | None = b"k",
+    headers: list[tuple[str, bytes]] | None = None,
+    offset: int = 0,
+    timestamp: int = 1_700_000_000_000,
+) -> Record:
+    return Record("beats", 0, offset, timestamp, key, value, m.beat_headers() if headers is None else headers)
 
 
 def _schema_accepts(value: bytes) -> bool:
@@ -67,7 +66,7 @@ def _schema_accepts(value: bytes) -> bool:
 
 
 def _decoder_reason(value: bytes, headers: list[tuple[str, bytes]] | None = None) -> str | None:
-    batch = BeatDecoder(m.BEAT_LENGTH, 65536, 1024).decode([Rec(value, headers=headers or m.beat_headers())])
+    batch = BeatDecoder(m.BEAT_LENGTH, 65536, 1024).decode(Records.of([Rec(value, headers=headers)]))
     return batch.rejects[0].reason.value if batch.rejects else None
 
 
@@ -208,14 +207,13 @@ def test_a_beat_whose_event_would_not_fit_is_dead_lettered_instead() -> None:
     limits.refresh()
     big = Rec(m.encode_beat_json("s", GOOD, beat_id="b" * 3000), offset=1)
     small = Rec(m.encode_beat_json("s", GOOD, beat_id="b1"), offset=2)
-    batch = BeatDecoder(m.BEAT_LENGTH, 65536, 1024).decode([big, small])
+    batch = BeatDecoder(m.BEAT_LENGTH, 65536, 1024).decode(Records.of([big, small]))
     scores = Scores(np.array([0.9, 0.9], dtype=np.float32), np.full((2, m.BEAT_LENGTH), 0.1, np.float32))
-    out = OutputBuilder("anomalies", "scores", "dlq", "g", "w", limits).build(
-        batch.meta, scores, 0.5, "v1", []
-    )
-    assert [b.record for b in out.meta] == [small] and out.anomaly.tolist() == [True]
-    assert [(r.record, r.reason.value) for r in out.rejects] == [(big, "output_too_large")]
-    assert "anomaly event would be" in out.rejects[0].message and "anomalies" in out.rejects[0].message
+    out = OutputBuilder("anomalies", "scores", "dlq", "g", "w", limits).build(batch, scores, 0.5, "v1")
+    assert out.batch.rows == [1] and out.anomaly.tolist() == [True]
+    assert [(r.record, r.reason.value) for r in out.batch.rejects] == [(big, "output_too_large")]
+    message = out.batch.rejects[0].message
+    assert "anomaly event would be" in message and "anomalies" in message
     topics = sorted(r.topic for r in out.records)
     assert topics == [
         "anomalies",

@@ -54,7 +54,7 @@ def test_pinned_worker_install_runs_without_tensorflow(tmp_path: Path) -> None:
     # Install from a copy holding only what the Dockerfile copies, so nothing else can leak in.
     src = tmp_path / "src"
     src.mkdir()
-    for item in ("pyproject.toml", "setup.py", "README.md", "ecg_anomaly", "schemas", "worker", "trainer"):
+    for item in ("pyproject.toml", "README.md", "ecg_anomaly", "schemas", "worker", "trainer"):
         copy = shutil.copytree if (REPO / item).is_dir() else shutil.copy
         copy(
             REPO / item,

@@ -21,23 +21,25 @@ from types import FrameType
 
 from confluent_kafka import KafkaException, Producer
 
-from ecg_anomaly.base.errors import EcgAnomalyError
-from ecg_anomaly.worker.health import HealthServer, HealthState
-from ecg_anomaly.worker.kafka_io import (
-    BrokerLink,
-    Watchdog,
+from ecg_anomaly.base.errors import ConfigError, EcgAnomalyError
+from ecg_anomaly.worker.broker_link import BrokerLink
+from ecg_anomaly.worker.clients import (
+    FatalError,
     admin_config,
+    commit_reporter,
     fatal,
     make_consumer,
     make_producer,
 )
+from ecg_anomaly.worker.health import HealthServer, HealthState
 from ecg_anomaly.worker.logs import setup_logging
-from ecg_anomaly.worker.loop import FatalError, Worker, commit_reporter
+from ecg_anomaly.worker.loop import Worker
 from ecg_anomaly.worker.metrics import WorkerMetrics
 from ecg_anomaly.worker.model import load_model
-from ecg_anomaly.worker.settings import ConfigError, WorkerSettings, load_settings
+from ecg_anomaly.worker.settings import WorkerSettings, load_settings
 from ecg_anomaly.worker.settings import configure as configure_settings
 from ecg_anomaly.worker.topic_limits import OutputLimits, ProducerBounds, admin_reader
+from ecg_anomaly.worker.watchdog import Watchdog
 
 log = logging.getLogger("worker")
 
@@ -106,7 +108,7 @@ def _serve(settings: WorkerSettings, started: float) -> int:
         def producers(bounds: ProducerBounds) -> Producer:
             return _producer(settings, bounds, watchdog, link)
 
-        consumer = make_consumer(settings, link, commit_reporter(metrics))
+        consumer = make_consumer(settings, link, commit_reporter(metrics.errors.labels("commit").inc))
         cleanup.callback(_close, "consumer", consumer.close)
         worker = Worker(settings, model, consumer, producers, limits, metrics, health, watchdog, link)
         cleanup.callback(_close, "producer", lambda: worker.producer.flush(CLOSE_TIMEOUT))

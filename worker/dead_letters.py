@@ -13,24 +13,14 @@ fit, and the time of failure as its timestamp. If not even that fits,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from ecg_anomaly.base.errors import EcgAnomalyError
 from ecg_anomaly.schemas import messages as m
 from ecg_anomaly.worker.decode import Reject
+from ecg_anomaly.worker.events import OutRecord
 from ecg_anomaly.worker.topic_limits import TopicLimits, record_bytes
 
 MESSAGE_BYTES = 1000  # a reduced dead letter's ecg.dlq.message is cut to this
-
-
-class OutRecord(NamedTuple):
-    """One record to produce. A tuple: worker._events builds the anomaly events' records in C."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    timestamp_ms: int | None = None
 
 
 class Unpublishable(EcgAnomalyError):

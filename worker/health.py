@@ -1,8 +1,12 @@
 """HTTP endpoints: ``/metrics`` (Prometheus), ``/healthz`` (liveness), ``/readyz`` (readiness).
 
-Liveness is only "the loop is turning" (heartbeat age); readiness is "model
-loaded, broker reachable, partitions assigned". The loop writes the state, the
-server thread reads it.
+Liveness is only "the loop is turning" (heartbeat age). Readiness is "this pod
+can do its job": model loaded, broker reachable, consumer group joined (a
+rebalance completed, whether or not it gave this member a partition), the loop
+turning and not stuck in a Kafka call. Not "owns a partition": during a rollout
+at replicas = partitions the surge pod is an idle member, and a pod that is
+never ready stalls the rollout. The loop writes the state, the server thread
+reads it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ class HealthState:
         self._heartbeat = time.monotonic()
         self.model_loaded = False
         self.broker_connected = False
-        self.assigned = False
+        self.joined = False  # a rebalance completed (maybe without partitions for this member)
         self.kafka_busy_for = kafka_busy_for  # the loop cannot update the rest while blocked in a call
 
     def beat(self) -> None:
@@ -42,14 +46,14 @@ class HealthState:
             self.live()
             and self.model_loaded
             and self.broker_connected
-            and self.assigned
+            and self.joined
             and self.kafka_busy_for() < BLOCKED_NOT_READY
         )
 
     def describe(self) -> str:
         return (
             f"heartbeat_age={self.heartbeat_age():.2f}s model_loaded={self.model_loaded} "
-            f"broker_connected={self.broker_connected} assigned={self.assigned} "
+            f"broker_connected={self.broker_connected} joined={self.joined} "
             f"kafka_call_seconds={self.kafka_busy_for():.1f}\n"
         )
 

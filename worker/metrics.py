@@ -1,7 +1,6 @@
 """Prometheus metrics: created once per worker on its own registry, label sets pre-initialised.
 
-Names and labels are a contract (DESIGN.md, "Observability"): dashboards,
-alerts and benchmarks read them.
+Names and labels are a contract: the dashboard, the alerts and the benchmarks read them.
 """
 
 from __future__ import annotations
@@ -91,6 +90,11 @@ class WorkerMetrics:
         self.batches = Counter("ecg_batches", "Batches processed (committed or aborted).", registry=r)
         self.reloads = Counter("ecg_model_reloads", "Successful model hot reloads.", registry=r)
         self.ready = Gauge("ecg_worker_ready", "1 while /readyz answers 200.", registry=r)
+        self.assigned_partitions = Gauge(
+            "ecg_assigned_partitions",
+            "Input partitions assigned to this worker (0: an idle group member, ready all the same).",
+            registry=r,
+        )
 
         # the children a batch touches, looked up once (a labels() call costs ~4 us)
         self.scored_normal, self.scored_anomaly = (self.scored.labels(o) for o in OUTCOMES)
@@ -116,6 +120,7 @@ class WorkerMetrics:
     def set_partitions(self, partitions: Iterable[int]) -> None:
         """Keep one lag series per assigned partition (revoked ones disappear)."""
         wanted = set(partitions)
+        self.assigned_partitions.set(len(wanted))
         for gone in self._lag_partitions - wanted:
             self.lag.remove(str(gone))
         for new in wanted - self._lag_partitions:

@@ -5,14 +5,11 @@ FROM python:3.11-slim-bookworm
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
     MPLCONFIGDIR=/tmp/matplotlib TF_CPP_MIN_LOG_LEVEL=2
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml README.md ./
 COPY ecg_anomaly ecg_anomaly
 COPY schemas schemas
 COPY worker worker
 COPY trainer trainer
-# gcc only while pip builds the worker's C extensions (setup.py), then removed again.
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && pip install ".[train]" \
-    && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+RUN pip install ".[train]"
 USER 10001:10001
 ENTRYPOINT ["ecg-anomaly", "train"]

@@ -3,13 +3,11 @@
 # Build from the repository root:  docker build -f deploy/docker/worker.Dockerfile -t ecg-anomaly-worker .
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# A C compiler for the worker's two small extensions (setup.py); the final image does not keep it.
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 COPY deploy/docker/worker-requirements.txt /tmp/requirements.txt
 RUN /opt/venv/bin/pip install --requirement /tmp/requirements.txt
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml README.md ./
 COPY ecg_anomaly ecg_anomaly
 COPY schemas schemas
 COPY worker worker

@@ -5,7 +5,7 @@ topic; no decoding, no scoring. The ``worker`` variant uses the worker's own
 client (confluent-kafka), built by the worker's ``make_consumer`` and
 ``make_producer`` with the worker's default settings, and its loop shape: take
 up to ``--max-batch`` fetched records, send them, commit once the outputs of
-that batch and every earlier one are acknowledged (:mod:`worker.inflight`).
+that batch and every earlier one are acknowledged (:mod:`ecg_anomaly.worker.inflight`).
 The ``kafka-python`` variant is the worker's previous client and loop shape
 (poll, send, flush, commit asynchronously), kept to show what switching moved.
 
@@ -22,10 +22,12 @@ from tests.bench.common import drain_rate
 
 
 def _worker_client(args: argparse.Namespace) -> list[tuple[float, float]]:
+    from ecg_anomaly.worker.broker_link import BrokerLink
+    from ecg_anomaly.worker.clients import admin_config, make_consumer, make_producer, partitions
+    from ecg_anomaly.worker.delivery import IN_FLIGHT_BATCHES
     from ecg_anomaly.worker.inflight import Batch, InFlight, Offsets
-    from ecg_anomaly.worker.kafka_io import BrokerLink, make_consumer, make_producer, partitions
-    from ecg_anomaly.worker.loop import IN_FLIGHT_BATCHES
     from ecg_anomaly.worker.settings import configure, load_settings
+    from ecg_anomaly.worker.topic_limits import OutputLimits, admin_reader
 
     parser = argparse.ArgumentParser()
     configure(parser)
@@ -33,7 +35,9 @@ def _worker_client(args: argparse.Namespace) -> list[tuple[float, float]]:
     flags += ["--group-id", args.group, *args.worker_flags]
     settings = load_settings(parser.parse_args(flags), environ={})
     consumer = make_consumer(settings, BrokerLink(), lambda _error, _partitions: None)
-    producer = make_producer(settings)
+    limits = OutputLimits([args.out_topic], admin_reader(admin_config(settings)))
+    limits.refresh()
+    producer = make_producer(settings, limits.producer_bounds())  # as the worker makes its own
     consumer.subscribe([args.topic])
     in_flight = InFlight(IN_FLIGHT_BATCHES * settings.max_batch)
     samples, consumed, acked = [(time.monotonic(), 0.0)], 0, [0]

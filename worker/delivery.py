@@ -1,0 +1,293 @@
+"""The guarantee, as an object: how a scored batch's outputs are published and its offsets committed.
+
+Two strategies behind one small interface (:class:`Delivery`), each owning its commit logic and
+returning what to rewind when a batch's outputs fail:
+
+* :class:`AtLeastOnce` sends a batch's outputs and lets the loop go on polling; a batch's offsets
+  are committed once the broker acknowledged its outputs and those of every earlier batch
+  (:mod:`ecg_anomaly.worker.inflight`), asynchronously and at most every ``--commit-interval-ms``,
+  synchronously before partitions are revoked and on drain.
+* :class:`ExactlyOnce` publishes each batch in one Kafka transaction with its input offsets.
+
+Both publish through :func:`send`, the one path that hands records to the producer, and call
+``done(tally)`` once a batch is safe (the metrics count it then).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaException, Producer
+
+from ecg_anomaly.worker.clients import FatalError, client_failure, fatal, fenced, kafka_error, partitions
+from ecg_anomaly.worker.events import OutRecord
+from ecg_anomaly.worker.inflight import Batch, InFlight, Offsets
+from ecg_anomaly.worker.metrics import WorkerMetrics
+from ecg_anomaly.worker.pipeline import ScoredBatch
+from ecg_anomaly.worker.settings import WorkerSettings
+from ecg_anomaly.worker.tally import Tally
+from ecg_anomaly.worker.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT_BATCHES = 4  # at-least-once: full batches of input whose outputs may await acknowledgement
+
+
+class Delivery(Protocol):
+    producer: Producer
+
+    def publish(self, batch: ScoredBatch) -> Offsets | None:
+        """Publish ``batch``; the offsets to rewind to if it failed at once (exactly-once), else None."""
+
+    def settle(self) -> Offsets | None:
+        """Between polls: commit what is safe; the offsets to rewind to if an earlier batch failed."""
+
+    def idle(self) -> bool:
+        """Nothing published awaits the broker."""
+
+    def before_revoke(self) -> None:
+        """Partitions are about to move: make safe and commit what can be."""
+
+    def lost(self) -> None:
+        """Partitions were taken away (session expired): nothing of theirs may be committed."""
+
+    def drain(self) -> None:
+        """A clean stop: wait for what was published and commit it."""
+
+    def replace_producer(self, producer: Producer) -> None:
+        """Publish with ``producer`` from now on (the old one is flushed first)."""
+
+
+def send(producer: Producer, records: list[OutRecord], on_delivery: Callable[..., None]) -> None:
+    """Hand every record to the producer; a full local queue waits for acknowledgements.
+
+    Raises ``KafkaException`` for a record the client refuses at once, with how many were handed over
+    in ``args[1]``.
+    """
+    produce = producer.produce
+    for i, r in enumerate(records):
+        while True:
+            try:
+                produce(
+                    r.topic,
+                    r.value,
+                    r.key,
+                    headers=r.headers,
+                    timestamp=max(r.timestamp_ms or 0, 0),  # 0: now (events, scores)
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+            except KafkaException as exc:
+                raise KafkaException(exc.args[0], i) from exc
+
+
+class AtLeastOnce:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        consumer: Consumer,
+        producer: Producer,
+        watchdog: Watchdog,
+        metrics: WorkerMetrics,
+        done: Callable[[Tally], None],
+        waiting: Callable[[], None],
+    ) -> None:
+        """``waiting`` is called while the loop waits for acknowledgements (the loop's heartbeat)."""
+        self.producer = producer
+        self._settings = settings
+        self._consumer = consumer
+        self._watchdog = watchdog
+        self._metrics = metrics
+        self._done = done
+        self._waiting = waiting
+        self._in_flight = InFlight(IN_FLIGHT_BATCHES * settings.max_batch)
+        self._committable: Offsets = {}
+        self._next_commit = 0.0
+
+    def publish(self, batch: ScoredBatch) -> None:
+        records = batch.outputs.records
+        tally = Tally.of(batch)  # all the batch keeps while its outputs await acknowledgement
+        flight = Batch(batch.first, batch.after, batch.consumed, len(records), lambda: self._done(tally))
+        self._in_flight.add(flight)
+        try:
+            send(self.producer, records, flight.delivered)
+        except KafkaException as exc:
+            flight.unsent(len(records) - exc.args[1], exc.args[0])
+        self.producer.poll(0)
+
+    def settle(self) -> Offsets | None:
+        """Retire acknowledged batches; recover from a failed one; wait while the backlog is full.
+
+        Commits are asynchronous and at most one per ``--commit-interval-ms``: one per batch would
+        be hundreds a second on a trickle, each a write to ``__consumer_offsets``.
+        """
+        while len(self._in_flight):
+            self.producer.poll(0)
+            offsets, failed = self._in_flight.retire()
+            self._committable.update(offsets)
+            if failed is not None:
+                return self._recover(failed)
+            if not self._in_flight.full():
+                break
+            self._waiting()
+            self.producer.poll(0.05)  # wait for acknowledgements before taking more input
+        if self._committable and time.monotonic() >= self._next_commit:
+            self._next_commit = time.monotonic() + self._settings.commit_interval_ms / 1000
+            self._consumer.commit(offsets=partitions(self._committable), asynchronous=True)
+            self._committable = {}
+        return None
+
+    def idle(self) -> bool:
+        return not len(self._in_flight)
+
+    def before_revoke(self) -> None:
+        """Commit what is acknowledged, synchronously; forget the rest (the next owner redoes it)."""
+        try:
+            if len(self._in_flight):
+                self._flush("flush before revoke")
+                offsets, _ = self._in_flight.retire()
+                self._committable.update(offsets)
+            if self._committable:
+                self._consumer.commit(offsets=partitions(self._committable), asynchronous=False)
+        except KafkaException as exc:
+            self._metrics.errors.labels("commit").inc()
+            log.warning(
+                "commit before revoke failed; records may be re-processed", extra={"error": repr(exc)}
+            )
+        self._in_flight.clear()
+        self._committable = {}
+
+    def lost(self) -> None:
+        self._in_flight.clear()
+        self._committable = {}
+
+    def drain(self) -> None:
+        """Wait for the outputs sent and commit what they made safe, synchronously."""
+        if len(self._in_flight):
+            self.producer.flush(max(self._settings.drain_timeout - 3, 1))
+        offsets, failed = self._in_flight.retire()
+        if failed is not None:
+            log.error("outputs failed during the drain; their records will be re-processed")
+        offsets = {**self._committable, **offsets}
+        self._committable = {}
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=partitions(offsets), asynchronous=False)
+            log.info("final offsets committed", extra={"partitions": sorted(p for _, p in offsets)})
+        except KafkaException as exc:
+            self._metrics.errors.labels("commit").inc()
+            log.error("final offset commit failed; records may be re-processed", extra={"error": repr(exc)})
+
+    def replace_producer(self, producer: Producer) -> None:
+        if len(self._in_flight):
+            self._flush("flush before a new producer")
+        self.producer = producer
+
+    def _recover(self, failed: Batch) -> Offsets:
+        """A batch's output failed: let the others land (their duplicates are harmless), rewind all."""
+        self._metrics.errors.labels("produce").inc()
+        log.error(
+            "publishing outputs failed; offsets not committed, batch will be re-processed",
+            extra={"error": str(failed.error), **(failed.refused or {})},
+        )
+        self._flush("flush after a failed output")
+        return self._in_flight.clear()
+
+    def _flush(self, why: str) -> None:
+        timeout = self._settings.kafka_timeout
+        with self._watchdog.guard(why, timeout + 5):
+            self.producer.flush(timeout)
+
+
+class ExactlyOnce:
+    """One transaction per batch: its outputs and its input offsets, committed together or not at all."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        consumer: Consumer,
+        producer: Producer,
+        watchdog: Watchdog,
+        metrics: WorkerMetrics,
+        done: Callable[[Tally], None],
+    ) -> None:
+        self.producer = producer
+        self._settings = settings
+        self._consumer = consumer
+        self._watchdog = watchdog
+        self._metrics = metrics
+        self._done = done
+
+    def publish(self, batch: ScoredBatch) -> Offsets | None:
+        records = batch.outputs.records
+        deliveries = Batch({}, {}, 0, len(records))  # only its record of the first failed delivery is read
+        try:
+            self.producer.begin_transaction()
+            send(self.producer, records, deliveries.delivered)
+            metadata = self._consumer.consumer_group_metadata()
+            after = partitions(batch.after)
+            self._transactional(
+                "send_offsets_to_transaction",
+                lambda t: self.producer.send_offsets_to_transaction(after, metadata, t),
+            )
+            self._transactional("commit_transaction", self.producer.commit_transaction)
+        except Exception as exc:
+            error = kafka_error(exc)
+            if error is not None and fatal(exc):  # fenced, or the producer is otherwise unusable
+                raise client_failure(error) from exc
+            self._metrics.errors.labels("transaction").inc()
+            log.error(
+                "transaction failed; aborting, batch will be re-processed",
+                extra={"error": repr(exc), **(deliveries.refused or {})},
+            )
+            self._abort()
+            return batch.first
+        self._done(Tally.of(batch))
+        return None
+
+    def settle(self) -> None:
+        return None
+
+    def idle(self) -> bool:
+        return True
+
+    def before_revoke(self) -> None:
+        """Every published batch is committed already."""
+
+    def lost(self) -> None:
+        """An open transaction holds nothing: each batch's is committed or aborted in publish()."""
+
+    def drain(self) -> None:
+        """Every published batch is committed already."""
+
+    def replace_producer(self, producer: Producer) -> None:
+        self.producer = producer
+
+    def _abort(self) -> None:
+        try:
+            self._transactional("abort_transaction", self.producer.abort_transaction)
+        except Exception as exc:
+            raise FatalError(
+                f"aborting the transaction failed ({exc!r}); restarting is the safe way out",
+                3 if fenced(exc) else 1,
+            ) from exc
+
+    def _transactional(self, name: str, call: Callable[[float], Any]) -> None:
+        """A transactional call, retried while librdkafka says the error is retriable (e.g. a timeout)."""
+        deadline = time.monotonic() + self._settings.kafka_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                with self._watchdog.guard(name, left + 10):  # librdkafka may overrun its timeout a little
+                    call(left)
+                return
+            except KafkaException as exc:
+                error = kafka_error(exc)
+                if error is None or not error.retriable() or deadline - time.monotonic() < 1:
+                    raise
