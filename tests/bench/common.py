@@ -100,10 +100,17 @@ def steal_seconds() -> float:
 
 
 def worker(
-    bootstrap: str, model: Path, topic: str, logs: Path, group: str = "", **options: Any
+    bootstrap: str,
+    model: Path,
+    topic: str,
+    logs: Path,
+    group: str = "",
+    python: str | None = None,
+    **options: Any,
 ) -> WorkerProcess:
+    """A worker of this checkout, or of another installed build (``python``: its interpreter)."""
     group = group or unique("bench-group")
-    return WorkerProcess(bootstrap, model, topic, group, logs / f"{group}.log", **options)
+    return WorkerProcess(bootstrap, model, topic, group, logs / f"{group}.log", python, **options)
 
 
 def drain_rate(samples: list[tuple[float, float]], total: float) -> float:

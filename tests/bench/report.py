@@ -113,9 +113,7 @@ def table(results: dict[str, Any]) -> str:
                     + " of a CPU in the same runs",
                 )
             )
-    runs = [
-        run for k, v in r.items() if k.startswith("worker_") for run in v.get("runs", [v]) if "rss_mb" in run
-    ]
+    runs = _runs(r, "worker_")
     if runs:
         rows.append(
             (
@@ -132,6 +130,7 @@ def table(results: dict[str, Any]) -> str:
                 f"{ready['starts']} starts",
             )
         )
+    rows += _baseline_rows(r)
     parts = [v for v in r.values() if isinstance(v, dict)]
     loads = [run["load_avg"][0] for v in parts for run in v.get("runs", [v]) if "load_avg" in run]
     head = [
@@ -144,6 +143,64 @@ def table(results: dict[str, Any]) -> str:
         "| --- | --- | --- |",
     ]
     return "\n".join(head + [f"| {a} | {b} | {c} |" for a, b, c in rows])
+
+
+def _runs(r: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    return [
+        run for k, v in r.items() if k.startswith(prefix) for run in v.get("runs", [v]) if "rss_mb" in run
+    ]
+
+
+def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """This build against ``--baseline-python``'s, where both ran (same feeds, same rounds)."""
+    if "baseline_python" not in r:
+        return []
+    rows = []
+    for kind in ("json", "binary", "json_normal_only", "binary_normal_only"):
+        now, before = r.get(f"worker_{kind}"), r.get(f"baseline_{kind}")
+        ceiling = r.get(f"passthrough_{kind.removesuffix('_normal_only')}")
+        if now and before and ceiling:
+            c, name = ceiling["beats_per_s"], kind.replace("_", " ")
+            rows.append(
+                (
+                    f"{name} beats/s, this build vs baseline ({now['anomaly_share']:.0%} flagged)",
+                    f"{_n(now['beats_per_s'])} vs {_n(before['beats_per_s'])}; "
+                    f"CPU {now['cpu_us_per_beat']} vs {before['cpu_us_per_beat']} us/beat",
+                    f"{_ratio(now['beats_per_s'], c)} vs {_ratio(before['beats_per_s'], c)} of the ceiling",
+                )
+            )
+    now, before = r.get("latency"), r.get("baseline_latency")
+    if now and before:
+        rows.append(
+            (
+                "latency p99 at the same rate, this build vs baseline (ms)",
+                f"reader {now['p99_ms']} vs {before['p99_ms']}; worker histogram "
+                f"{now['worker_histogram_p99_ms']} vs {before['worker_histogram_p99_ms']}",
+                "every run: "
+                + " / ".join(str(x.get("p99_ms")) for x in now.get("runs", []))
+                + " vs "
+                + " / ".join(str(x.get("p99_ms")) for x in before.get("runs", [])),
+            )
+        )
+    if (mine := _runs(r, "worker_")) and (theirs := _runs(r, "baseline_")):
+        rows.append(
+            (
+                "resident memory, this build vs baseline (MB)",
+                f"peak {max(x['peak_rss_mb'] for x in mine)} vs {max(x['peak_rss_mb'] for x in theirs)}",
+                "VmHWM over every drain",
+            )
+        )
+    now, before = r.get("time_to_ready"), r.get("baseline_time_to_ready")
+    if now and before:
+        rows.append(
+            (
+                "time to ready, this build vs baseline (s)",
+                f"median {now['median_s']} vs {before['median_s']}",
+                "",
+            )
+        )
+    rows.append(("baseline", str(r["baseline_python"]), "another build's worker, run in the same rounds"))
+    return rows
 
 
 if __name__ == "__main__":  # re-print a saved run: python -m tests.bench.report bench-results/bench.json

@@ -112,6 +112,12 @@ def main() -> None:
         help="40,000 beats, one round, one 10 s latency run after 10 s warm-up, 5 s naive runs",
     )
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="run some parts")
+    parser.add_argument(
+        "--baseline-python",
+        help="the Python of another build of the worker, installed (not editable) in its own venv: its "
+        "worker runs interleaved with this one in the throughput, latency and ready parts, so a change "
+        "is measured before and after in one run (rows 'baseline')",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "bench.json")
     args = parser.parse_args()
     if args.quick:
@@ -130,6 +136,9 @@ def main() -> None:
         "rounds": args.rounds,
     }
     results["load_avg_at_start"] = _load()
+    baseline = {"python": args.baseline_python} if args.baseline_python else {}
+    if baseline:
+        results["baseline_python"] = args.baseline_python
     with ExitStack() as stack:
         broker: LocalBroker | None = None
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
@@ -139,11 +148,11 @@ def main() -> None:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         stack.callback(admin.close)
 
-        def part(name: str, run: Any, *run_args: Any) -> None:
+        def part(name: str, run: Any, *run_args: Any, **run_kwargs: Any) -> None:
             print(f"... {name} (load average {_load()[0]})", flush=True)
             started = time.monotonic()
             try:
-                result = run(*run_args)
+                result = run(*run_args, **run_kwargs)
             except Exception as exc:  # one failed part must not cost the others' figures
                 result = {"error": repr(exc)[-2000:]}
                 print(f"    {name} failed: {exc!r}", flush=True)
@@ -168,8 +177,30 @@ def main() -> None:
                 for kind in ("json", "binary"):
                     part(f"passthrough_{kind}", _passthrough, bootstrap, admin, feeds[kind], "worker")
                     part(f"worker_{kind}", wt.throughput, bootstrap, model, admin, feeds[kind], logs)
+                    if baseline:
+                        part(
+                            f"baseline_{kind}",
+                            wt.throughput,
+                            bootstrap,
+                            model,
+                            admin,
+                            feeds[kind],
+                            logs,
+                            **baseline,
+                        )
                 for kind in ("json_normal_only", "binary_normal_only"):
                     part(f"worker_{kind}", wt.throughput, bootstrap, model, admin, feeds[kind], logs)
+                    if baseline:
+                        part(
+                            f"baseline_{kind}",
+                            wt.throughput,
+                            bootstrap,
+                            model,
+                            admin,
+                            feeds[kind],
+                            logs,
+                            **baseline,
+                        )
             for kind in ("json", "binary"):
                 part(f"naive_{kind}", _naive, bootstrap, admin, model, feeds[kind], args.naive_seconds)
         if "kafka_python" in args.only:
@@ -190,8 +221,14 @@ def main() -> None:
             lat = (args.rate, args.seconds, args.sources, logs, args.warmup)
             for _ in range(args.latency_runs):
                 part("latency", wt.latency, bootstrap, model, admin, beats, *lat, broker and broker.pid())
+                if baseline:
+                    part(
+                        "baseline_latency", wt.latency, bootstrap, model, admin, beats, *lat, None, **baseline
+                    )
         if "ready" in args.only:
             part("time_to_ready", wt.time_to_ready, bootstrap, model, admin, 3, logs)
+            if baseline:
+                part("baseline_time_to_ready", wt.time_to_ready, bootstrap, model, admin, 3, logs, **baseline)
     results["load_avg_at_end"] = _load()
     args.out.write_text(json.dumps(results, indent=2))
     print(table(results))

@@ -246,14 +246,14 @@ def _cpu_now(pids: dict[str, int]) -> dict[str, float]:
 
 
 def time_to_ready(
-    bootstrap: str, model: Path, admin: KafkaAdminClient, runs: int, logs: Path
+    bootstrap: str, model: Path, admin: KafkaAdminClient, runs: int, logs: Path, python: str | None = None
 ) -> dict[str, Any]:
-    """Process start → ``/readyz`` 200 (model loaded, broker connected, partitions assigned)."""
+    """Process start → ``/readyz`` 200 (model loaded, broker connected, group joined)."""
     topic = unique("bench-ready")
     create_topics(admin, topic)
     times = []
     for _ in range(runs):
-        w = worker(bootstrap, model, topic, logs).start()
+        w = worker(bootstrap, model, topic, logs, python=python).start()
         try:
             times.append(w.wait_ready())
         finally:

@@ -24,11 +24,23 @@ from tests.support.broker import REPO, free_port
 class WorkerProcess:
     """``ecg-anomaly worker`` in a subprocess with its own HTTP port; log lines go to ``log_path``."""
 
-    def __init__(self, bootstrap: str, model: Path, topic: str, group: str, log_path: Path, **options: Any):
+    def __init__(
+        self,
+        bootstrap: str,
+        model: Path,
+        topic: str,
+        group: str,
+        log_path: Path,
+        python: str | None = None,
+        **options: Any,
+    ):
+        """``python``: the interpreter of another installed build (a benchmark's baseline), run outside
+        the checkout so that it imports its own code."""
         self.port = free_port()
         self.log_path = log_path
+        self.cwd = REPO if python is None else Path("/")
         self.args = [
-            sys.executable,
+            python or sys.executable,
             "-m",
             "ecg_anomaly.cli",
             "worker",
@@ -52,7 +64,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env_without_worker_settings()
+            self.args, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, env=env_without_worker_settings()
         )
         log.close()
         return self
