@@ -146,9 +146,8 @@ def table(results: dict[str, Any]) -> str:
 
 
 def _runs(r: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    return [
-        run for k, v in r.items() if k.startswith(prefix) for run in v.get("runs", [v]) if "rss_mb" in run
-    ]
+    parts = [v for k, v in r.items() if k.startswith(prefix) and isinstance(v, dict)]
+    return [run for v in parts for run in v.get("runs", [v]) if "rss_mb" in run]
 
 
 def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
