@@ -12,13 +12,13 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: install tools demo test chaos bench worker-requirements lint format kafka-up kafka-down kafka-status clean
+.PHONY: install tools demo test docs chaos bench worker-requirements lint format kafka-up kafka-down kafka-status clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip "setuptools>=77"
-	$(BIN)/pip install --quiet -e ".[train,test,dev]"
+	$(BIN)/pip install --quiet -e ".[train,test,dev,docs]"
 	touch $(STAMP)
 
 ## install: create .venv with the worker, trainer, test and dev dependencies
@@ -39,10 +39,16 @@ $(TOOLS)/kustomize:
 demo: $(STAMP)
 	$(BIN)/ecg-anomaly demo $(DEMO_ARGS)
 
-## test: everything from a fresh clone (venv, broker jars, tools), then the whole suite
+## test: everything from a fresh clone (venv, broker jars, tools), the docs site (strict), then the whole suite
 test: $(STAMP) tools
 	$(KAFKA) fetch
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/pytest -m "not slow and not chaos" $(PYTEST_ARGS)
+
+## docs: regenerate the reference fragments from the code (docs/generate.py), build the site into build/site
+docs: $(STAMP)
+	$(BIN)/python docs/generate.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 ## chaos: the full fault-injection suite (issue 7), one verdict line per scenario; about an hour
 chaos: $(STAMP) tools

@@ -97,20 +97,44 @@ _SEVERITY_EDGES = np.array([bound for bound, _ in SEVERITY_BOUNDS])
 
 
 class DeadLetterReason(StrEnum):
-    """The closed set of dead-letter reason codes (``ecg.dlq.reason`` header)."""
+    """The closed set of dead-letter reason codes (``ecg.dlq.reason`` header); meanings below."""
 
-    EMPTY_VALUE = "empty_value"  # null (tombstone) or zero-length value
-    OVERSIZED = "oversized"  # value larger than the worker's --max-record-bytes
-    OVERSIZED_KEY = "oversized_key"  # record key, or a JSON beat's source_id, over --max-key-bytes
-    UNKNOWN_CONTENT_TYPE = "unknown_content_type"  # content-type header names no beat format
-    UNDECODABLE_BYTES = "undecodable_bytes"  # JSON beat whose bytes are not valid UTF-8
-    INVALID_JSON = "invalid_json"  # UTF-8, but not parseable JSON
-    MISSING_FIELD = "missing_field"  # a required JSON field is absent
-    WRONG_TYPE = "wrong_type"  # a field has the wrong type or a value outside its allowed set
-    WRONG_LENGTH = "wrong_length"  # not BEAT_LENGTH values (JSON) or not BEAT_LENGTH*4 bytes (binary)
-    NON_FINITE = "non_finite"  # NaN, ±Infinity, or outside the float32 range
-    MISSING_KEY = "missing_key"  # binary beat without a record key (its source id)
-    OUTPUT_TOO_LARGE = "output_too_large"  # its anomaly event or score record is over that topic's limit
+    EMPTY_VALUE = "empty_value"
+    OVERSIZED = "oversized"
+    OVERSIZED_KEY = "oversized_key"
+    UNKNOWN_CONTENT_TYPE = "unknown_content_type"
+    UNDECODABLE_BYTES = "undecodable_bytes"
+    INVALID_JSON = "invalid_json"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    WRONG_LENGTH = "wrong_length"
+    NON_FINITE = "non_finite"
+    MISSING_KEY = "missing_key"
+    OUTPUT_TOO_LARGE = "output_too_large"
+
+
+# What each reason means, for people (the documentation's reason table is generated from this).
+REASON_MEANINGS: dict[DeadLetterReason, str] = {
+    DeadLetterReason.EMPTY_VALUE: "a null (tombstone) or zero-length value",
+    DeadLetterReason.OVERSIZED: "a value larger than `--max-record-bytes`",
+    DeadLetterReason.OVERSIZED_KEY: "a record key longer than `--max-key-bytes`, or a JSON `source_id` "
+    "longer than that in UTF-8 (it becomes the outputs' key)",
+    DeadLetterReason.UNKNOWN_CONTENT_TYPE: "a `content-type` header that names neither beat format",
+    DeadLetterReason.UNDECODABLE_BYTES: "a JSON beat that is not UTF-8, or a binary beat whose key is not",
+    DeadLetterReason.INVALID_JSON: "UTF-8 but not JSON (`NaN` literals, a lone surrogate escape and a byte "
+    "order mark included)",
+    DeadLetterReason.MISSING_FIELD: "`source_id` or `values` absent",
+    DeadLetterReason.WRONG_TYPE: "a field of the wrong type, `null`, or a value outside its allowed set "
+    "(non-numbers in `values`, `label` not `normal`/`anomaly`, a `beat_time` that is neither integer epoch "
+    "ms nor an RFC 3339 date-time with an offset, or outside 1970 to 9999; a record timestamp outside that "
+    "range standing in for an absent `beat_time`)",
+    DeadLetterReason.WRONG_LENGTH: f"not {BEAT_LENGTH} values (JSON) or not {4 * BEAT_LENGTH} bytes (binary)",
+    DeadLetterReason.NON_FINITE: "NaN, infinity, or a number outside the float32 range (`1e39`, `1e400`); "
+    "or a beat so far outside the training data that the model's score is not finite",
+    DeadLetterReason.MISSING_KEY: "a binary beat without a record key (its source id)",
+    DeadLetterReason.OUTPUT_TOO_LARGE: "its anomaly event or score record would be larger than that topic "
+    "accepts (`max.message.bytes`, or `--max-output-bytes`)",
+}
 
 
 DEAD_LETTER_REASONS: tuple[str, ...] = tuple(r.value for r in DeadLetterReason)

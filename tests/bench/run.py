@@ -136,6 +136,10 @@ def main() -> None:
         "rounds": args.rounds,
     }
     results["load_avg_at_start"] = _load()
+    results["date"] = time.strftime("%Y-%m-%d")
+    results["commit"] = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     baseline = {"python": args.baseline_python} if args.baseline_python else {}
     if baseline:
         results["baseline_python"] = args.baseline_python
