@@ -36,8 +36,9 @@ $(TOOLS)/kustomize:
 	GOBIN=$(TOOLS) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
 ## demo: fresh clone → venv, model (trained once, then reused), local broker, worker, replayed feed, live numbers
+# KAFKA_PORT=19092 make demo: the broker's port goes to the demo as a flag (the demo reads no environment).
 demo: $(STAMP)
-	$(BIN)/ecg-anomaly demo $(DEMO_ARGS)
+	$(BIN)/ecg-anomaly demo $(if $(KAFKA_PORT),--kafka-port $(KAFKA_PORT)) $(DEMO_ARGS)
 
 ## test: everything from a fresh clone (venv, broker jars, tools), the docs site (strict), then the whole suite
 test: $(STAMP) tools

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,8 @@ import pytest
 from ecg_anomaly.cli import main
 from ecg_anomaly.tools.demo_stack import port_answers
 from tests.support.artifact import build_small_artifact
-from tests.support.broker import free_port
+from tests.support.broker import REPO, LocalBroker, free_port
+from tests.support.worker import env_without_worker_settings
 
 pytestmark = pytest.mark.kafka
 
@@ -40,3 +44,38 @@ def test_demo_runs_end_to_end_and_stops_everything_it_started(
     leftovers = subprocess.run(["pgrep", "-f", f"ecg-demo-kafka-{kafka_port}-"], capture_output=True)
     assert leftovers.returncode == 1, leftovers.stdout  # no broker process with the demo's data dir
     assert (model.parent / "demo" / "worker.log").is_file()
+
+
+def test_demo_ends_with_one_line_when_its_broker_vanishes(tmp_path: Path) -> None:
+    """A broker the demo did not start (so it leaves it alone) is killed while the feed runs."""
+    model = build_small_artifact(tmp_path / "artifacts")
+    metrics_port = free_port()
+    with LocalBroker() as broker:
+        command = [sys.executable, "-m", "ecg_anomaly", "demo", "--model", str(model)]
+        command += ["--kafka-port", str(broker.port), "--metrics-port", str(metrics_port)]
+        command += ["--rate", "200", "--duration", "300", "--interval", "1", "--connect-timeout", "3"]
+        demo = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env_without_worker_settings(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert demo.stdout is not None
+        out = [
+            line.decode() for line in itertools.takewhile(lambda line: b"demo: [" not in line, demo.stdout)
+        ]
+        assert demo.poll() is None, "".join(out)  # the feed runs and the worker scores it
+        broker.kill()
+        killed = time.monotonic()
+        rest, err = demo.communicate(timeout=120)
+        ended = time.monotonic() - killed
+    assert demo.returncode == 1
+    assert err.decode().splitlines() == [
+        f"ecg-anomaly demo: error: lost the Kafka cluster mid-run: cannot reach Kafka at {broker.bootstrap} "
+        "(PLAINTEXT) within 3 s: no broker answers at that address (or it speaks another protocol: check "
+        "--security-protocol) (Failed to get metadata: Local: Broker transport failure)"
+    ]
+    assert "stopping the worker" in rest.decode()
+    assert not port_answers(metrics_port)  # the worker it started is gone
+    assert ended < 60, ended

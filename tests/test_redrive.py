@@ -54,3 +54,23 @@ def test_redrive_sends_the_chosen_reasons_back_once(
     assert main(command) == 0
     assert "re-sent 1 dead letters (oversized 1)" in capsys.readouterr().err
     assert len(read_topic(kafka_bootstrap, beats)) == 4
+
+
+def test_redrive_commits_nothing_unless_every_record_is_acknowledged(
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    group_factory: Callable[..., str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dlq, beats = topic_factory(prefix="dlq"), topic_factory(prefix="beats")
+    refusing = topic_factory(prefix="tiny", **{"max.message.bytes": "16"})  # every record is too large
+    produce_raw(kafka_bootstrap, dlq, [_dead_letter("oversized", beats, n) for n in range(3)])
+    command = ["redrive", "--bootstrap-servers", kafka_bootstrap, "--dlq", dlq, "--group", group_factory()]
+
+    assert main([*command, "--to", refusing]) == 1
+    error = capsys.readouterr().err
+    assert "error: 3 of 3 records were not re-sent (" in error and "; nothing committed" in error
+    # Nothing was committed: the next run, to a topic that takes them, sends all three.
+    assert main(command) == 0
+    assert f"re-sent 3 dead letters (oversized 3) to {beats}" in capsys.readouterr().err
+    assert len(read_topic(kafka_bootstrap, beats)) == 3

@@ -25,6 +25,10 @@ KAFKA_VERSION="${KAFKA_VERSION:-4.4.0}"
 SCALA_VERSION="2.13"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PORT="${KAFKA_PORT:-9092}"
+# Kubernetes sets KAFKA_PORT=tcp://<ip>:<port> in pods of a namespace with a Service named kafka.
+case "$PORT" in
+  '' | *[!0-9]*) echo "[kafka.sh] error: KAFKA_PORT must be a port number, not '$PORT'" >&2; exit 2 ;;
+esac
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 ROOT="${KAFKA_HOME_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ecg-anomaly/kafka}"
 DATA="${KAFKA_DATA_DIR:-$ROOT/data-$PORT}"

@@ -13,6 +13,7 @@ verification, an unreachable address, a missing ACL) into one line that says wha
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,15 +210,33 @@ def explain(errors: list[Any]) -> str | None:
 
 
 class ErrorLog:
-    """An ``error_cb`` that keeps librdkafka's last errors, to explain a failure that follows them."""
+    """An ``error_cb`` that keeps librdkafka's last errors, to explain a failure that follows them.
+
+    ``brokers_down`` is set when librdkafka reports that no broker answers (``_ALL_BROKERS_DOWN``);
+    there is no event for their return, so whoever clears it asks the cluster again
+    (:func:`check_cluster`) before believing it is back.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.errors: list[Any] = []
+        self.brokers_down = threading.Event()
 
     def __call__(self, error: Any) -> None:
         with self._lock:
             self.errors = [*self.errors[-19:], error]
+        if error.name() == "_ALL_BROKERS_DOWN":
+            self.brokers_down.set()
+
+
+def quiet_config(connection: KafkaConnection, client_id: str, errors: ErrorLog) -> dict[str, Any]:
+    """A command's client: the connection, librdkafka's own log lines off, its errors kept in ``errors``.
+
+    librdkafka logs to stderr by default, a line per failed reconnect (about 20 a second while a
+    broker is down); a command reports a failure as one line instead (:func:`explain`). The worker
+    routes those log lines into its JSON log and does not use this.
+    """
+    return {**connection.client_config(client_id), "log_level": 0, "error_cb": errors}
 
 
 def check_cluster(
@@ -233,7 +252,7 @@ def check_cluster(
     from confluent_kafka.admin import AdminClient
 
     errors = ErrorLog()
-    admin = AdminClient({**connection.client_config(client_id), "error_cb": errors})
+    admin = AdminClient(quiet_config(connection, client_id, errors))
     try:
         metadata = admin.list_topics(timeout=connection.connect_timeout)
     except KafkaException as exc:
@@ -247,3 +266,43 @@ def check_cluster(
         if info is not None and info.error is None:
             found[topic] = len(info.partitions)
     return found
+
+
+def topic_partitions(connection: KafkaConnection, client_id: str, topic: str) -> int:
+    """How many partitions ``topic`` has; an unreachable cluster or a missing topic is one line."""
+    found = check_cluster(connection, client_id, (topic,))
+    if topic not in found:
+        hidden = "" if connection.security_protocol == "PLAINTEXT" else " (or this user may not DESCRIBE it)"
+        raise EcgAnomalyError(f"topic {topic} does not exist at {connection.describe()}{hidden}")
+    return found[topic]
+
+
+def watermarks(consumer: Any, topic: str, partitions: int, timeout: float) -> dict[int, tuple[int, int]]:
+    """Each partition's (low, high) offsets as ``consumer``'s isolation level sees them.
+
+    With ``read_committed`` the high mark is the last stable offset: records of a transaction
+    still open are beyond it. A partition whose leader is not known yet (a topic created a moment
+    ago) is asked again until ``timeout``.
+    """
+    from confluent_kafka import KafkaException, TopicPartition
+
+    deadline = time.monotonic() + timeout
+    marks: dict[int, tuple[int, int]] = {}
+    for partition in range(partitions):
+        while partition not in marks:
+            error = None
+            left = max(deadline - time.monotonic(), 0.1)
+            try:
+                found = consumer.get_watermark_offsets(TopicPartition(topic, partition), left, cached=False)
+            except KafkaException as exc:
+                found, error = None, exc.args[0]
+            if found is not None:
+                marks[partition] = found
+            elif time.monotonic() >= deadline:
+                cause = explain([error]) if error is not None else "no answer"
+                raise EcgAnomalyError(
+                    f"cannot read the offsets of {topic} [{partition}] within {timeout:g} s: {cause}"
+                )
+            else:
+                time.sleep(0.2)
+    return marks

@@ -145,6 +145,13 @@ def boolean(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
 def finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):

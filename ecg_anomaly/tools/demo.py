@@ -17,15 +17,16 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-
-from kafka import KafkaProducer
+from typing import Any
 
 from ecg_anomaly.base.errors import EcgAnomalyError
+from ecg_anomaly.base.kafka import CONNECTION_OPTIONS, KafkaConnection
+from ecg_anomaly.base.options import Option, add_options, finite, integer, positive, resolve
 from ecg_anomaly.tools import demo_stack as ds
 from ecg_anomaly.tools.faults import FaultInjector
 from ecg_anomaly.tools.feed import Replayer, ReplayPlan, ReplayStats, load_beats
 from ecg_anomaly.tools.live_stats import Snapshot, final_lines, live_line, scrape
-from ecg_anomaly.tools.replay import producer_config
+from ecg_anomaly.trainer.presets import PRESETS
 
 INPUT_TOPIC = "ecg.beats"
 ANOMALY_TOPIC = "ecg.anomalies"
@@ -33,28 +34,78 @@ DLQ_TOPIC = "ecg.beats.dlq"
 CATCH_UP_TIMEOUT = 60.0  # seconds for the worker to finish the feed after the replay ends
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError("expected a port number, 1-65535")
+    return int(text)
+
+
+# No environment variables: the demo runs on this machine, where KAFKA_PORT may be a Kubernetes
+# service link (tcp://10.0.0.7:9092) as well as make's setting; `make demo` passes it as --kafka-port.
+OPTIONS: tuple[Option, ...] = (
+    Option("model", None, Path("artifacts/model.onnx"), "model file; trained first if missing", Path),
+    Option("preset", None, "default", "training preset if the model is missing", choices=tuple(PRESETS)),
+    Option(
+        "kafka_port",
+        None,
+        9092,
+        "local broker port (make demo: KAFKA_PORT); a broker already there is used",
+        _port,
+    ),
+    Option(
+        "metrics_port",
+        None,
+        8080,
+        "worker /metrics port (another if taken)",
+        _port,
+    ),
+    Option("rate", None, 400.0, "beats/s", finite, check=positive, check_text="a positive number"),
+    Option(
+        "duration",
+        None,
+        60.0,
+        "seconds of feed; the test split loops",
+        finite,
+        check=positive,
+        check_text="a positive number",
+    ),
+    Option(
+        "bad_rate",
+        None,
+        0.01,
+        "malformed records per beat",
+        finite,
+        check=lambda v: 0 <= v <= 1,
+        check_text="a probability between 0 and 1",
+    ),
+    Option(
+        "sources", None, 16, "simulated sources", integer, check=positive, check_text="a positive integer"
+    ),
+    Option(
+        "partitions",
+        None,
+        6,
+        "input topic partitions",
+        integer,
+        check=positive,
+        check_text="a positive integer",
+    ),
+    Option(
+        "interval",
+        None,
+        5.0,
+        "seconds between summary lines",
+        finite,
+        check=positive,
+        check_text="a positive number",
+    ),
+)
+# Of the connection options only the timeout: the demo's broker is local and plain.
+TIMEOUT_OPTIONS = tuple(o for o in CONNECTION_OPTIONS if o.name == "connect_timeout")
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", type=Path, default=Path("artifacts/model.onnx"), help="default: %(default)s"
-    )
-    parser.add_argument("--preset", default="default", help="training preset if the model is missing")
-    parser.add_argument(
-        "--kafka-port",
-        type=int,
-        default=int(os.environ.get("KAFKA_PORT", "9092")),
-        help="local broker port [env KAFKA_PORT; default 9092]; a broker already there is used",
-    )
-    parser.add_argument(
-        "--metrics-port", type=int, default=8080, help="worker /metrics port (another if taken; default 8080)"
-    )
-    parser.add_argument("--rate", type=float, default=400.0, help="beats/s (default: %(default)s)")
-    parser.add_argument(
-        "--duration", type=float, default=60.0, help="seconds of feed; the test split loops (default: 60)"
-    )
-    parser.add_argument("--bad-rate", type=float, default=0.01, help="malformed records per beat (0.01)")
-    parser.add_argument("--sources", type=int, default=16, help="simulated sources (default: 16)")
-    parser.add_argument("--partitions", type=int, default=6, help="input topic partitions (default: 6)")
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between summary lines")
+    add_options(parser, (*OPTIONS, *TIMEOUT_OPTIONS))
     parser.set_defaults(func=run)
 
 
@@ -63,10 +114,7 @@ def say(line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if min(args.rate, args.duration, args.interval, args.sources, args.partitions) <= 0:
-        raise EcgAnomalyError("--rate, --duration, --interval, --sources and --partitions must be positive")
-    if not 0.0 <= args.bad_rate <= 1.0:
-        raise EcgAnomalyError(f"--bad-rate must be between 0 and 1, got {args.bad_rate}")
+    values = resolve((*OPTIONS, *TIMEOUT_OPTIONS), args, os.environ)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -78,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         with ExitStack() as stack:
-            _run(args, stack, stop)
+            _run(values, stack, stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -86,19 +134,27 @@ def run(args: argparse.Namespace) -> int:
     return 130 if stop.is_set() else 0
 
 
-def _run(args: argparse.Namespace, stack: ExitStack, stop: threading.Event) -> None:
-    ds.ensure_model(args.model, args.preset, say)
+def _run(values: dict[str, Any], stack: ExitStack, stop: threading.Event) -> None:
+    model: Path = values["model"]
+    ds.ensure_model(model, values["preset"], say)
     if stop.is_set():
         return
-    bootstrap = ds.start_broker(stack, args.kafka_port, say)
+    bootstrap = ds.start_broker(stack, values["kafka_port"], say)
     if stop.is_set():
         return
+    connection = KafkaConnection(bootstrap, connect_timeout=values["connect_timeout"])
     group = f"ecg-demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    topics = {INPUT_TOPIC: args.partitions, ANOMALY_TOPIC: 3, DLQ_TOPIC: 1}
-    ds.create_topics(bootstrap, topics, group, INPUT_TOPIC, say)
-    port = args.metrics_port if ds.port_free(args.metrics_port) else ds.free_port()
-    worker_args = ["--model", str(args.model), "--bootstrap-servers", bootstrap, "--group-id", group]
-    worker = ds.DemoWorker(stack, worker_args, port, args.model.parent / "demo" / "worker.log", say)
+    topics = {INPUT_TOPIC: values["partitions"], ANOMALY_TOPIC: 3, DLQ_TOPIC: 1}
+    try:
+        ds.create_topics(connection, topics, group, INPUT_TOPIC, say)
+    except EcgAnomalyError as exc:
+        raise EcgAnomalyError(
+            f"{exc}; if another program holds the port, choose another: KAFKA_PORT=19092 make demo"
+        ) from None
+    port = values["metrics_port"] if ds.port_free(values["metrics_port"]) else ds.free_port()
+    worker_args = ["--model", str(model), "--bootstrap-servers", bootstrap, "--group-id", group]
+    worker_args += ["--connect-timeout", str(connection.connect_timeout)]
+    worker = ds.DemoWorker(stack, worker_args, port, model.parent / "demo" / "worker.log", say)
     worker.wait_ready(90, stop.is_set)
     if stop.is_set():
         return
@@ -109,34 +165,39 @@ def _run(args: argparse.Namespace, stack: ExitStack, stop: threading.Event) -> N
     )
 
     beats = load_beats("ecg5000", "auto", "test", 0.2, 21)
-    limit = max(1, round(args.rate * args.duration))
-    plan = ReplayPlan(INPUT_TOPIC, sources=args.sources, rate=args.rate, limit=limit, loop=True)
-    producer = KafkaProducer(**producer_config(bootstrap))
-    stack.callback(producer.close, timeout=10)
-    replayer = Replayer(producer, plan, beats, FaultInjector(args.bad_rate) if args.bad_rate else None)
+    rate, bad_rate, sources = values["rate"], values["bad_rate"], values["sources"]
+    limit = max(1, round(rate * values["duration"]))
+    plan = ReplayPlan(INPUT_TOPIC, sources=sources, rate=rate, limit=limit, loop=True)
+    faults = FaultInjector(bad_rate) if bad_rate else None
+    replayer = Replayer(connection, plan, beats, faults, client_id="ecg-demo-replay")
     say(
         f"replaying the ECG5000 test split ({len(beats.values):,} beats the model never saw) in a loop: "
-        f"{limit:,} beats at {args.rate:g} beats/s over {args.sources} sources, "
-        f"{args.bad_rate:.1%} malformed records mixed in"
+        f"{limit:,} beats at {rate:g} beats/s over {sources} sources, "
+        f"{bad_rate:.1%} malformed records mixed in"
     )
     feed = threading.Thread(target=replayer.run, name="replay", daemon=True)
     first = previous = _scrape(worker)
     feed.start()
-    next_line = first.at + args.interval
+    stack.callback(feed.join, 5.0)  # after abandon(), below: on a failure the feed waits for nothing
+    stack.callback(replayer.abandon)
+    interval = values["interval"]
+    next_line = first.at + interval
     while feed.is_alive() and not stop.wait(0.2):
         if time.monotonic() >= next_line:
             current = _scrape(worker)
             say(live_line(current, previous, current.at - first.at))
-            previous, next_line = current, next_line + args.interval
+            previous, next_line = current, next_line + interval
     replayer.stop()
     feed.join()
+    if replayer.lost:  # the broker vanished: the worker cannot finish, nothing to wait for
+        raise EcgAnomalyError(replayer.lost)
     last = _catch_up(worker, replayer.stats.delivered, 5.0 if stop.is_set() else CATCH_UP_TIMEOUT)
     stats = replayer.stats
     say(
         f"replay {'stopped' if stop.is_set() else 'done'}: {stats.beats:,} beats + "
         f"{sum(stats.bad.values()):,} malformed records sent, {stats.delivered:,} acknowledged"
     )
-    for line in [*final_lines(last, first), *_checks(last, stats, args.model)]:
+    for line in [*final_lines(last, first), *_checks(last, stats, model)]:
         say(line)
 
 

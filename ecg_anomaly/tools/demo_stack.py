@@ -23,10 +23,13 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ecg_anomaly.base.errors import EcgAnomalyError
+from ecg_anomaly.base.kafka import ErrorLog, KafkaConnection, check_cluster, explain, quiet_config
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: the demo runs from one (make demo)
 KAFKA_SCRIPT = REPO / "deploy" / "local" / "kafka.sh"
 WORKER_STOP_TIMEOUT = 30.0  # the worker's own drain timeout is 15 s
+GROUP_SETUP_TIMEOUT = 60.0
+ADMIN_CLIENT_ID = "ecg-demo-admin"
 
 Say = Callable[[str], None]
 
@@ -91,38 +94,48 @@ def start_broker(stack: ExitStack, port: int, say: Say) -> str:
     return bootstrap
 
 
-def create_topics(bootstrap: str, partitions: dict[str, int], group: str, input_topic: str, say: Say) -> None:
-    """Create the missing topics, and start ``group`` at the input's end so only this run's beats count."""
-    from kafka import TopicPartition
-    from kafka.admin import KafkaAdminClient, OffsetSpec
-    from kafka.errors import KafkaError
+def create_topics(
+    connection: KafkaConnection, partitions: dict[str, int], group: str, input_topic: str, say: Say
+) -> None:
+    """Create the missing topics, and start ``group`` at the input's end so only this run's beats count.
 
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ecg-demo-admin")
-    except KafkaError as exc:
-        raise EcgAnomalyError(
-            f"no Kafka broker answers at {bootstrap} ({exc!r}); if another program holds the port, "
-            "choose another: KAFKA_PORT=19092 make demo"
-        ) from exc
-    try:
-        missing = {t: n for t, n in partitions.items() if t not in set(admin.list_topics())}
-        if missing:
-            spec = {t: {"num_partitions": n, "replication_factor": 1} for t, n in missing.items()}
-            admin.create_topics(spec, wait_for_metadata=True)
-        say("topics: " + ", ".join(f"{t} ({n} partition{'s' * (n != 1)})" for t, n in partitions.items()))
-        owned = admin.describe_topics([input_topic])[0]["partitions"]
-        start = {TopicPartition(input_topic, p["partition_index"]): OffsetSpec.LATEST for p in owned}
-        deadline = time.monotonic() + 60
-        while True:  # a fresh broker creates its offsets topic on the first group request
-            try:
-                admin.reset_group_offsets(group, start)
-                return
-            except KafkaError as exc:
-                if not getattr(exc, "retriable", False) or time.monotonic() > deadline:
-                    raise EcgAnomalyError(f"cannot set up consumer group {group}: {exc}") from exc
-                time.sleep(0.5)
-    finally:
-        admin.close()
+    A cluster that does not answer within ``--connect-timeout`` is one line. Right after a topic is
+    created its partitions have no leader for a moment, and a fresh broker creates its offsets topic
+    on the first group request: the group's offsets are set again until that settles.
+    """
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+
+    existing = check_cluster(connection, ADMIN_CLIENT_ID, tuple(partitions))
+    admin = AdminClient(quiet_config(connection, ADMIN_CLIENT_ID, ErrorLog()))
+    missing = [NewTopic(t, n, 1) for t, n in partitions.items() if t not in existing]
+    if missing:
+        try:
+            for future in admin.create_topics(missing).values():
+                future.result()
+        except KafkaException as exc:
+            raise EcgAnomalyError(f"cannot create the demo's topics: {explain([exc.args[0]])}") from None
+    say("topics: " + ", ".join(f"{t} ({n} partition{'s' * (n != 1)})" for t, n in partitions.items()))
+    count = existing.get(input_topic, partitions[input_topic])
+    deadline = time.monotonic() + GROUP_SETUP_TIMEOUT
+    while True:
+        try:
+            latest = {TopicPartition(input_topic, p): OffsetSpec.latest() for p in range(count)}
+            ends = [
+                TopicPartition(input_topic, tp.partition, future.result().offset)
+                for tp, future in admin.list_offsets(latest).items()
+            ]
+            for future in admin.alter_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group, ends)]
+            ).values():
+                future.result()
+            return
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise EcgAnomalyError(
+                    f"cannot set up consumer group {group}: {explain([exc.args[0]])}"
+                ) from None
+            time.sleep(0.5)
 
 
 class DemoWorker:

@@ -15,11 +15,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from kafka.errors import KafkaError
 
+from ecg_anomaly.base.errors import EcgAnomalyError
+from ecg_anomaly.base.kafka import ErrorLog, KafkaConnection, check_cluster, explain, quiet_config
 from ecg_anomaly.schemas.messages import (
     BINARY_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -27,10 +28,21 @@ from ecg_anomaly.schemas.messages import (
     encode_beat_binary,
     encode_beat_json,
 )
-from ecg_anomaly.tools.faults import BadRecord, FaultInjector
+from ecg_anomaly.tools.faults import FaultInjector
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError
 
 SPLITS = ("test", "train", "all")
 ENCODINGS = ("json", "binary")
+# acks=all: "acknowledged" means written to every in-sync replica. Keys are partitioned with murmur2,
+# as the Java client and kafka-python do (librdkafka's default, CRC32, would move every source).
+PRODUCER_SETTINGS: dict[str, Any] = {
+    "acks": "all",
+    "linger.ms": 5,
+    "batch.size": 256 * 1024,
+    "partitioner": "murmur2_random",
+}
 
 
 @dataclass(frozen=True)
@@ -100,24 +112,48 @@ def source_id(n: int, sources: int) -> str:
 
 
 class Replayer:
-    """Sends a :class:`BeatSet` as planned; :meth:`stop` (from a signal handler or thread) ends it early."""
+    """Sends a :class:`BeatSet` as planned through its own producer; :meth:`stop` ends it early.
+
+    librdkafka acknowledges records from inside ``poll`` and ``flush`` on the calling thread, so
+    :meth:`run` polls after every send. When the producer reports every broker down, the cluster is
+    asked again (:func:`~ecg_anomaly.base.kafka.check_cluster`, up to ``--connect-timeout``); if it
+    does not answer the run ends, and :attr:`lost` says why in one line.
+    """
 
     def __init__(
-        self, producer: Any, plan: ReplayPlan, beats: BeatSet, faults: FaultInjector | None = None
+        self,
+        connection: KafkaConnection,
+        plan: ReplayPlan,
+        beats: BeatSet,
+        faults: FaultInjector | None = None,
+        client_id: str = "ecg-replay",
     ) -> None:
+        from confluent_kafka import Producer
+
         if plan.encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {ENCODINGS}")
-        self.producer = producer
+        self.connection = connection
+        self.client_id = client_id
+        self.errors = ErrorLog()
+        self.producer = Producer({**quiet_config(connection, client_id, self.errors), **PRODUCER_SETTINGS})
         self.plan = plan
         self.beats = beats
         self.faults = faults
         self.stats = ReplayStats()
+        self.lost: str | None = None  # why the run ended early, when the cluster stopped answering
         self._stop = threading.Event()
+        self._abandon = threading.Event()
         self._lock = threading.Lock()
         content_type = BINARY_CONTENT_TYPE if plan.encoding == "binary" else JSON_CONTENT_TYPE
         self._headers = beat_headers(content_type)
 
     def stop(self) -> None:
+        """Send nothing more; wait for what was sent to be acknowledged."""
+        self._stop.set()
+
+    def abandon(self) -> None:
+        """Send nothing more and do not wait for acknowledgements."""
+        self._abandon.set()
         self._stop.set()
 
     @property
@@ -135,7 +171,7 @@ class Replayer:
         interval: float = 5.0,
         flush_timeout: float = 60.0,
     ) -> ReplayStats:
-        """Send until the data (or ``limit``) ends or :meth:`stop`; then flush. Returns the stats."""
+        """Send until the data (or ``limit``) ends, :meth:`stop` or the cluster is lost; then flush."""
         stats = self.stats
         stats.started = time.monotonic()
         next_report = stats.started + interval
@@ -144,21 +180,31 @@ class Replayer:
                 wait = stats.started + n / self.plan.rate - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     break
-            if self._stop.is_set():
+            if self._stop.is_set() or not self._send_beat(n, row):
                 break
-            self._send_beat(n, row)
+            self.producer.poll(0)
+            if self.errors.brokers_down.is_set() and not self._cluster_answers():
+                break
             if progress is not None and time.monotonic() >= next_report:
                 progress(stats)
                 next_report += interval
-        try:
-            self.producer.flush(timeout=flush_timeout)
-        except KafkaError as exc:  # what is still unacknowledged shows in stats.unacknowledged
-            with self._lock:
-                self.stats.first_error = self.stats.first_error or repr(exc)
+        deadline = time.monotonic() + flush_timeout
+        while not self._abandon.is_set() and self.producer.flush(0.2) and time.monotonic() < deadline:
+            pass  # what is still unacknowledged at the deadline shows in stats.unacknowledged
         stats.finished = time.monotonic()
         return stats
 
-    def _send_beat(self, n: int, row: int) -> None:
+    def _cluster_answers(self) -> bool:
+        self.errors.brokers_down.clear()
+        try:
+            check_cluster(self.connection, self.client_id)
+        except EcgAnomalyError as exc:
+            self.lost = f"lost the Kafka cluster mid-run: {exc}"
+            self.abandon()
+            return False
+        return True
+
+    def _send_beat(self, n: int, row: int) -> bool:
         source = source_id(n, self.plan.sources)
         values = self.beats.values[row]
         now_ms = int(time.time() * 1000)
@@ -168,36 +214,49 @@ class Replayer:
         else:
             sent_label = label if self.plan.with_labels else None
             value = encode_beat_json(source, values, now_ms, self.beats.ids[row], sent_label)
-        self._send(source.encode(), value, self._headers, now_ms)
+        if not self._send(source.encode(), value, self._headers, now_ms):
+            return False
         self.stats.beats += 1
         if label is not None:
             self.stats.labels[label] += 1
         if self.faults is not None:
             bad = self.faults.after_beat(source, values)
-            if bad is not None:
-                self._send_bad(bad, now_ms)
+            if bad is not None and self._send(bad.key, bad.value, bad.headers, now_ms):
+                self.stats.bad[bad.reason.value] += 1
+        return True
 
-    def _send_bad(self, bad: BadRecord, now_ms: int) -> None:
-        self._send(bad.key, bad.value, bad.headers, now_ms)
-        self.stats.bad[bad.reason.value] += 1
+    def _send(self, key: bytes | None, value: bytes | None, headers: list, timestamp_ms: int) -> bool:
+        """Hand one record to the producer; False if stopped while its queue was full (not sent)."""
+        from confluent_kafka import KafkaException
 
-    def _send(self, key: bytes | None, value: bytes | None, headers: list, timestamp_ms: int) -> None:
-        try:
-            future = self.producer.send(
-                self.plan.topic, key=key, value=value, headers=headers, timestamp_ms=timestamp_ms
-            )
-        except KafkaError as exc:  # buffer full past max_block_ms, record too large, ...
-            self._failed(exc)
+        while True:
+            try:
+                self.producer.produce(
+                    self.plan.topic,
+                    value=value,
+                    key=key,
+                    headers=headers,
+                    timestamp=timestamp_ms,
+                    on_delivery=self._on_delivery,
+                )
+                return True
+            except BufferError:  # librdkafka's queue is full: take acknowledgements, then try again
+                if self._stop.is_set():
+                    return False
+                self.producer.poll(0.05)
+            except KafkaException as exc:  # refused before sending: too large, ...
+                self._failed(exc.args[0])
+                return True
+
+    def _on_delivery(self, error: KafkaError | None, _message: Any) -> None:
+        if error is not None:
+            self._failed(error)
             return
-        future.add_callback(self._delivered)
-        future.add_errback(self._failed)
-
-    def _delivered(self, _metadata: Any) -> None:
         with self._lock:
             self.stats.delivered += 1
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, error: KafkaError) -> None:
         with self._lock:
             self.stats.failed += 1
             if self.stats.first_error is None:
-                self.stats.first_error = repr(exc)
+                self.stats.first_error = explain([error])

