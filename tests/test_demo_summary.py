@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import namedtuple
 
 import numpy as np
 import pytest
@@ -22,9 +21,9 @@ from ecg_anomaly.tools.live_stats import (
 )
 from ecg_anomaly.worker.decode import BeatDecoder
 from ecg_anomaly.worker.metrics import WorkerMetrics, observe_many
+from ecg_anomaly.worker.records import Record, Records
 
 INF = math.inf
-Record = namedtuple("Record", "topic partition offset timestamp key value headers")
 
 
 def test_histogram_quantile_matches_promql() -> None:
@@ -102,8 +101,8 @@ def test_each_fault_kind_is_dead_lettered_with_its_reason_by_the_worker_decoder(
     values = np.linspace(-1, 1, 140, dtype=np.float32)
     bad = bad_record(DeadLetterReason(kind), "patient-001", values)
     record = Record("ecg.beats", 0, 1, 1_700_000_000_000, bad.key, bad.value, bad.headers)
-    batch = BeatDecoder(140, 65536, 1024).decode([record])
-    assert not batch.meta
+    batch = BeatDecoder(140, 65536, 1024).decode(Records.of([record]))
+    assert not batch.rows
     assert [r.reason.value for r in batch.rejects] == [kind]
 
 
