@@ -120,6 +120,63 @@ def dead_letters() -> str:
     return reasons + "\n" + _table(["header", "value"], [[f"`{h}`", v] for h, v in headers])
 
 
+def _kind(spec: dict) -> str:
+    """A schema property's type, as people read it."""
+    if "const" in spec:
+        return f"`{json.dumps(spec['const'])}`"
+    if "enum" in spec:
+        return " or ".join(f"`{json.dumps(v)}`" for v in spec["enum"])
+    if "oneOf" in spec:
+        return " or ".join(_kind(option) for option in spec["oneOf"])
+    kind = spec.get("type", "any")
+    if kind == "array" and "items" in spec:
+        kind = f"array of {_kind(spec['items'])}"
+    if "format" in spec:
+        kind += f" ({spec['format']})"
+    return str(kind)
+
+
+def _limits(spec: dict) -> str:
+    words = {
+        "minimum": ">= {}",
+        "maximum": "<= {}",
+        "exclusiveMinimum": "> {}",
+        "minLength": "length >= {}",
+        "maxLength": "length <= {}",
+        "minItems": "{} items at least",
+        "maxItems": "{} items at most",
+        "pattern": "matches `{}`",
+    }
+    found = [text.format(spec[key]) for key, text in words.items() if key in spec]
+    items = spec.get("items", {})
+    found += [f"each {text.format(items[key])}" for key, text in words.items() if key in items]
+    return "; ".join(found)
+
+
+def _fields(schema: dict, prefix: str = "") -> list[list[str]]:
+    rows = []
+    required = set(schema.get("required", ()))
+    for name, spec in schema.get("properties", {}).items():
+        path = prefix + name
+        limits = _limits(spec)
+        notes = spec.get("description", "") + (f" ({limits})" if limits else "")
+        rows.append([f"`{path}`", _kind(spec), "yes" if name in required else "", notes])
+        if spec.get("type") == "object" and "properties" in spec:
+            rows += _fields(spec, path + ".")
+    return rows
+
+
+def messages() -> str:
+    parts = []
+    for path in sorted((DOCS.parent / "schemas").glob("*.schema.json")):
+        schema = json.loads(path.read_text())
+        parts.append(
+            f"## {schema['title']}\n\n`schemas/{path.name}`: {schema.get('description', '')}\n\n"
+            + _table(["field", "type", "required", "notes"], _fields(schema))
+        )
+    return "\n".join(parts)
+
+
 def _runs(pattern: str) -> list[Path]:
     return sorted(RESULTS.glob(pattern), reverse=True)  # newest first: the names start with the date
 
@@ -172,6 +229,7 @@ FRAGMENTS: dict[str, tuple[Callable[[], str], str]] = {
     "cli.md": (cli, "the command parsers (ecg_anomaly/cli.py and each command's configure)"),
     "metrics.md": (metrics, "worker/metrics.py"),
     "dead-letters.md": (dead_letters, "schemas/messages.py"),
+    "messages.md": (messages, "the JSON Schemas in schemas/"),
     "bench.md": (bench, "docs/results/bench-*.json (make bench runs, kept with --add-bench)"),
     "chaos.md": (chaos, "docs/results/chaos-*.txt (make chaos verdict lines, kept with --add-chaos)"),
 }
