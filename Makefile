@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: install tools demo test docs chaos bench worker-requirements lint format kafka-up kafka-down kafka-status clean
+.PHONY: install tools demo test docs chaos bench worker-requirements trainer-requirements lint format kafka-up kafka-down kafka-status clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -89,6 +89,14 @@ worker-requirements:
 	{ echo "# Pinned runtime dependencies of the worker image (no TensorFlow)."; \
 	  echo "# Regenerate: make worker-requirements  (a fresh venv, pip install ., pip freeze)"; \
 	  /tmp/ecg-worker-pins/bin/pip freeze --exclude ecg-anomaly; } > deploy/docker/worker-requirements.txt
+
+## trainer-requirements: re-pin the trainer image's dependencies (pip's resolution of '.[train]', not installed)
+trainer-requirements: $(STAMP)
+	$(BIN)/pip install --dry-run --quiet --ignore-installed --report build/trainer-pins.json ".[train]"
+	{ echo "# Pinned dependencies of the trainer image: pip's resolution of '.[train]' (ecg-anomaly itself excluded)."; \
+	  echo "# Regenerate: make trainer-requirements"; \
+	  $(BIN)/python -c 'import json, sys; r = json.load(open(sys.argv[1]))["install"]; print("\n".join(sorted((p["metadata"]["name"] + "==" + p["metadata"]["version"] for p in r if p["metadata"]["name"] != "ecg-anomaly"), key=str.lower)))' build/trainer-pins.json; \
+	} > deploy/docker/trainer-requirements.txt
 
 ## report-screenshot: render $(REPORT) in headless Chromium to report.png beside it (apt-get installs chromium if missing)
 REPORT ?= artifacts/report.html

@@ -18,7 +18,7 @@ from tests.support.broker import REPO
 from tests.support.tools import require_tool
 from tests.support.worker import produce_beats, produce_raw, wait_for
 
-RULE = REPO / "deploy" / "k8s" / "base" / "prometheusrule.yaml"
+RULE = REPO / "deploy" / "k8s" / "monitoring" / "prometheusrule.yaml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "ecg-anomaly.rules.test.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "ecg-anomaly-dashboard.json"
 METRIC = re.compile(r"\b(ecg_[a-z0-9_]+)")
