@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from tests.support.broker import REPO
@@ -82,3 +83,55 @@ def test_pinned_worker_install_runs_without_tensorflow(tmp_path: Path) -> None:
     assert "cannot reach Kafka at 127.0.0.1:1" in watch.stderr
     train = subprocess.run([str(venv / "bin" / "ecg-anomaly"), "train"], capture_output=True, text=True)
     assert train.returncode != 0 and "[train]" in train.stderr  # a clear message, not a traceback
+
+
+TRAINER_REQUIREMENTS = DOCKER / "trainer-requirements.txt"
+# .gitignore entries the build context needs: the model image copies artifacts/model.onnx.
+CONTEXT_NEEDS = {"artifacts/", "*.onnx"}
+
+
+def _pinned(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"{path.name}: unpinned requirement {line}"
+            pins[_canonical(name)] = version
+    return pins
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared(*extras: str) -> set[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    specs = list(project["dependencies"])
+    for extra in extras:
+        specs += project["optional-dependencies"][extra]
+    return {_canonical(re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0]) for spec in specs}
+
+
+def test_trainer_image_installs_pinned_dependencies_before_the_sources() -> None:
+    pins = _pinned(TRAINER_REQUIREMENTS)
+    assert _declared("train") <= pins.keys(), _declared("train") - pins.keys()
+    lines = [line.strip() for line in (DOCKER / "trainer.Dockerfile").read_text().splitlines()]
+    install = next(i for i, line in enumerate(lines) if "--requirement" in line and line.startswith("RUN"))
+    first_source = next(
+        i for i, line in enumerate(lines) if re.match(r"COPY (pyproject|ecg_anomaly|worker)", line)
+    )
+    assert "trainer-requirements.txt" in " ".join(lines[:install])
+    assert install < first_source, "a source change would reinstall every dependency"
+    project_install = next(i for i, line in enumerate(lines) if "pip install" in line and i > install)
+    assert "--no-deps" in lines[project_install], "the project's install must not resolve anything again"
+
+
+def test_the_build_context_leaves_out_what_git_ignores() -> None:
+    """.tools/ (Go-built kustomize), the venv, caches and build output are not the images' business."""
+    ignored = [p for p in (REPO / ".gitignore").read_text().splitlines() if p and not p.startswith("#")]
+    docker = {p.strip().rstrip("/") for p in (REPO / ".dockerignore").read_text().splitlines()}
+    for pattern in ignored:
+        if pattern in CONTEXT_NEEDS:
+            continue
+        name = pattern.rstrip("/")
+        assert name in docker or f"**/{name}" in docker, f"{pattern} is in the Docker build context"
