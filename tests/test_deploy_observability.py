@@ -21,7 +21,15 @@ from tests.support.worker import produce_beats, produce_raw, wait_for
 RULE = REPO / "deploy" / "k8s" / "monitoring" / "prometheusrule.yaml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "ecg-anomaly.rules.test.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "ecg-anomaly-dashboard.json"
+OPERATING = REPO / "docs" / "operating.md"
+RUNBOOKS = "https://github.com/ecg-anomaly/ecg-anomaly/blob/main/docs/operating.md#"
 METRIC = re.compile(r"\b(ecg_[a-z0-9_]+)")
+# An aggregation and its optional `by (...)` clause (written before the operand, as ours are).
+AGGREGATION = re.compile(
+    r"\b(sum|min|max|avg|count|group|stddev|stdvar|topk|bottomk|quantile|count_values)\b"
+    r"\s*(?:(by|without)\s*\(([^)]*)\))?\s*\("
+)
+SERIES = re.compile(r"\b(ecg[_:][a-z0-9_:]+)(\{[^}]*\})?")
 
 
 def rule_groups() -> dict:
@@ -57,8 +65,8 @@ def test_promtool_checks_the_rules(rules_dir: Path) -> None:
 
 def test_promtool_unit_tests_every_alert(rules_dir: Path) -> None:
     tested = set(re.findall(r"alertname: (\w+)", RULE_TESTS.read_text()))
-    alerts = {r["alert"] for g in rule_groups()["groups"] for r in g["rules"] if "alert" in r}
-    assert alerts <= tested, f"alerts without a promtool test: {alerts - tested}"
+    names = {r["alert"] for r in alerts()}
+    assert names <= tested, f"alerts without a promtool test: {names - tested}"
     result = subprocess.run(
         [require_tool("promtool"), "test", "rules", RULE_TESTS.name],
         cwd=rules_dir,
@@ -66,6 +74,49 @@ def test_promtool_unit_tests_every_alert(rules_dir: Path) -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def alerts() -> list[dict]:
+    return [r for g in rule_groups()["groups"] for r in g["rules"] if "alert" in r]
+
+
+def dropped_namespace(expr: str) -> list[str]:
+    """The aggregations in ``expr`` that add namespaces together (no ``by (namespace, ...)``)."""
+    found = []
+    for match in AGGREGATION.finditer(expr):
+        _, clause, labels = match.groups()
+        kept = {label.strip() for label in (labels or "").split(",")}
+        if clause != "by" or "namespace" not in kept:
+            found.append(match.group(0))
+    return found
+
+
+@pytest.mark.parametrize("source", ["rules", "dashboard"])
+def test_every_aggregation_keeps_the_namespace(source: str) -> None:
+    """dev and prod are judged apart: no sum, count or max adds one namespace to another."""
+    exprs = rule_exprs() if source == "rules" else dashboard_exprs()
+    offending = {expr: dropped_namespace(expr) for expr in exprs if dropped_namespace(expr)}
+    assert not offending, offending
+    assert dropped_namespace("sum(rate(x[5m])) / sum by (namespace, le) (y)") == ["sum("]  # the check bites
+
+
+def test_the_dashboard_shows_one_namespace_at_a_time() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert "label_values(" in variables["namespace"]["definition"]
+    assert "namespace" in variables["namespace"]["definition"]
+    for expr in dashboard_exprs():
+        for name, selector in SERIES.findall(expr):
+            assert 'namespace=~"$namespace"' in selector, f"{name} in {expr!r} is not filtered by $namespace"
+
+
+def test_every_alert_has_a_runbook_in_the_operating_docs() -> None:
+    headings = re.findall(r"^#+ (.+)$", OPERATING.read_text(), re.M)
+    anchors = {re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+    for alert in alerts():
+        url = alert["annotations"].get("runbook_url", "")
+        assert url.startswith(RUNBOOKS), f"{alert['alert']}: runbook_url {url!r}"
+        assert url.removeprefix(RUNBOOKS) in anchors, f"{alert['alert']}: no section #{url.split('#')[-1]}"
 
 
 def test_dashboard_panels_query_known_series() -> None:
