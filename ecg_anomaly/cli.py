@@ -55,6 +55,11 @@ COMMANDS: list[tuple[str, str, str]] = [
         "send dead letters back to their topic once their cause is fixed",
     ),
     ("demo", "ecg_anomaly.tools.demo", "model, local Kafka, worker and a replayed feed, with live numbers"),
+    (
+        "topics",
+        "ecg_anomaly.tools.topics",
+        "check the worker's topics on a cluster, or --create the missing ones",
+    ),
 ]
 
 
