@@ -226,6 +226,8 @@ def _create(admin: Any, specs: list[TopicSpec], timeout: float) -> set[str]:
             future.result(timeout=timeout + 5)
         except KafkaException as exc:
             refused.append(f"{name}: {exc.args[0].str()}")
+        except TimeoutError:
+            refused.append(f"{name}: no answer within {timeout + 5:g} s")
     if refused:
         raise EcgAnomalyError("the cluster refused to create " + "; ".join(refused))
     return {s.name for s in specs}
@@ -240,15 +242,19 @@ def _describe(
 
     if not specs:
         return {}
-    metadata = admin.list_topics(timeout=timeout)
     resources = [ConfigResource(ResourceType.TOPIC, s.name) for s in specs]
     described = {}
     try:
+        metadata = admin.list_topics(timeout=timeout)
         for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
             entries = future.result(timeout=timeout + 5)
             described[resource.name] = {k: entry.value for k, entry in entries.items()}
     except KafkaException as exc:
         raise EcgAnomalyError(f"cannot read the topics' configuration: {exc.args[0].str()}") from None
+    except TimeoutError:
+        raise EcgAnomalyError(
+            f"cannot read the topics' configuration: no answer within {timeout + 5:g} s"
+        ) from None
     result = {}
     for spec in specs:
         partitions = metadata.topics[spec.name].partitions.values()
