@@ -7,11 +7,11 @@ partition and its surge pod joins a group with nothing left to give it. Here the
 Deployment's pods would: one group, client id = pod name (``ECG_CLIENT_ID`` from
 ``metadata.name``), dynamic membership, beats flowing throughout.
 
-The pod names are chosen so that the new ReplicaSet's hash sorts after the old one's: the broker
-then orders the new member last, and the (range) assignor leaves it idle, the order in which about
-half of real rollouts met a readiness that required a partition and stalled until
-``progressDeadlineSeconds``. The other order (an old pod left idle) is the controller's easy case:
-it stops a pod that is not ready first.
+The pod names are chosen so that the new ReplicaSet's hash sorts after the old one's: member ids
+begin with the client id, the (default, range) assignor orders members by id and leaves the last one
+idle, so the surge pod gets nothing. That is the order in which about half of real rollouts met a
+readiness that required a partition and stalled until ``progressDeadlineSeconds``; in the other
+order an old pod is left idle, and the controller stops a pod that is not ready first.
 """
 
 from __future__ import annotations
