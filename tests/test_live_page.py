@@ -22,7 +22,6 @@ from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from ecg_anomaly.base.kafka import KafkaConnection
-from ecg_anomaly.cli import main
 from ecg_anomaly.schemas import messages as m
 from ecg_anomaly.tools.beat_lookup import BeatLookup, Rescorer
 from ecg_anomaly.tools.live_events import LiveEvents
@@ -163,24 +162,6 @@ def test_watch_web_draws_each_flagged_beat_with_its_per_sample_error_in_headless
     rows = {cells[i]: int(cells[i + 1]) for i in range(0, len(cells), 8)}  # 8 columns: source, flagged, ...
     shown = int(re.search(r": ([\d,]+) anomaly events", tiles["where"]).group(1).replace(",", ""))
     assert rows and sum(rows.values()) == shown
-
-
-def test_watch_web_mistakes_are_one_line_before_connecting(capsys: pytest.CaptureFixture[str]) -> None:
-    nowhere = ["--bootstrap-servers", "127.0.0.1:1", "--connect-timeout", "1"]
-    for options, message in [
-        (["--web", "--dlq"], "--web shows anomaly events, not dead letters: drop --dlq"),
-        (
-            ["--web", "--timeout", "5"],
-            "--web serves the page until Ctrl-C: --limit and --timeout do not apply",
-        ),
-        (["--model", "model.onnx"], "--model and --metrics-url are options of the live page: add --web"),
-        (["--web", "--metrics-url", "localhost:8080"], "--metrics-url: 'localhost:8080' is not valid"),
-        (["--web", "--web-port", "70000"], "--web-port: '70000' is not valid"),
-        (["--web", "--model", "/no/such/model.onnx"], "--model: no such file /no/such/model.onnx"),
-    ]:
-        assert main(["watch", *nowhere, *options]) == 2
-        err = capsys.readouterr().err.splitlines()
-        assert len(err) == 1 and err[0].startswith("ecg-anomaly watch: error: ") and message in err[0], err
 
 
 @pytest.mark.kafka

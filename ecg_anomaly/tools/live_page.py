@@ -224,12 +224,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
 
     def _send(self, body: bytes, content_type: str) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+        except ConnectionError:  # the browser left (a closed tab): not worth a traceback in the terminal
+            pass
 
     def log_message(self, format: str, *args: Any) -> None:
         """No line per request: the page polls every few seconds."""

@@ -118,7 +118,8 @@ function showStats(stats) {
   const note = document.getElementById("metrics-note");
   if (!metrics.url) note.textContent = "No worker metrics: give watch --web a --metrics-url.";
   else if (metrics.error) note.textContent = metrics.error;
-  else note.textContent = `From ${metrics.url}, over the last ${n.window_seconds.toFixed(0)} s.`;
+  else if (n.window_seconds > 0) note.textContent = `From ${metrics.url}, over the last ${n.window_seconds.toFixed(0)} s.`;
+  else note.textContent = `From ${metrics.url}; the rates need a second scrape.`;
 
   const errorNote = document.getElementById("error-note");
   errorNote.textContent = stats.model
