@@ -146,6 +146,7 @@ def test_watch_web_draws_each_flagged_beat_with_its_per_sample_error_in_headless
     }
     for figure in drawn.figures:
         event = events[figure["event_id"]]
+        assert {"wave", "error"} <= set(figure["paths"]), f"{figure['event_id']}: drew {set(figure['paths'])}"
         wave, error = figure["paths"]["wave"], figure["paths"]["error"]
         assert len(wave) == m.BEAT_LENGTH and len(error) == m.BEAT_LENGTH + 2  # the error's area: 2 corners
         original = originals[(event["input"]["partition"], event["input"]["offset"])]
