@@ -106,11 +106,11 @@ class MetricsWindow:
     def read(self) -> dict[str, Any]:
         if self.url is None:
             return {"url": None, "error": None, "numbers": None}
-        try:
-            current = scrape(self.url, time.monotonic(), timeout=2.0)
-        except OSError as exc:
-            return {"url": self.url, "error": f"cannot read {self.url}: {exc}", "numbers": None}
-        with self._lock:
+        with self._lock:  # one scrape at a time: the snapshots stay in time order
+            try:
+                current = scrape(self.url, time.monotonic(), timeout=2.0)
+            except OSError as exc:
+                return {"url": self.url, "error": f"cannot read {self.url}: {exc}", "numbers": None}
             if self._snapshots and current.consumed < self._snapshots[-1].consumed:
                 self._snapshots.clear()  # the worker restarted: its counters began again
             self._snapshots.append(current)

@@ -115,6 +115,7 @@ function showStats(stats) {
   for (const [id, key] of [["scored", "scored"], ["anomalies", "anomalies"], ["dead-letters", "dead_letters"], ["lag", "lag"]]) {
     document.getElementById(id).textContent = count(n[key]);
   }
+  document.getElementById("precision-recall").textContent = `${fixed(n.precision, 3)} / ${fixed(n.recall, 3)}`;
   const note = document.getElementById("metrics-note");
   if (!metrics.url) note.textContent = "No worker metrics: give watch --web a --metrics-url.";
   else if (metrics.error) note.textContent = metrics.error;
