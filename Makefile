@@ -24,13 +24,19 @@ $(STAMP): pyproject.toml
 ## install: create .venv with the worker, trainer, test and dev dependencies
 install: $(STAMP)
 
-## tools: kustomize (built from the Go module proxy) and promtool (Debian's prometheus package)
+## tools: kustomize (built from the Go module proxy), promtool (Debian's prometheus package) and
+## headless Chromium (Debian's chromium package: the live page's test draws in it)
 tools: $(TOOLS)/kustomize
 	@command -v promtool >/dev/null || { \
 	  echo "installing promtool (Debian package prometheus)"; \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (Debian package)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq chromium >/dev/null; }
 
 $(TOOLS)/kustomize:
 	GOBIN=$(TOOLS) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)

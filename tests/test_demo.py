@@ -6,9 +6,12 @@ import itertools
 import re
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 
 from ecg_anomaly.cli import main
@@ -24,14 +27,21 @@ def test_demo_runs_end_to_end_and_stops_everything_it_started(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = build_small_artifact(tmp_path / "artifacts")
-    kafka_port, metrics_port = free_port(), free_port()
+    kafka_port, metrics_port, web_port = free_port(), free_port(), free_port()
     options = ["--model", str(model), "--kafka-port", str(kafka_port), "--metrics-port", str(metrics_port)]
+    options += ["--web-port", str(web_port)]
     options += ["--rate", "300", "--duration", "4", "--interval", "1", "--bad-rate", "0.05"]
+    page = _PageVisitor(f"http://127.0.0.1:{web_port}/api/beats")
+    page.start()
 
     assert main(["demo", *options]) == 0
 
+    page.done.set()
+    page.join()
+    assert page.rescored, "the demo's page never showed a flagged beat with its per-sample error"
     out = capsys.readouterr().out
     assert f"metrics at http://127.0.0.1:{metrics_port}/metrics" in out
+    assert f"live page: http://127.0.0.1:{web_port}/ " in out
     live = [line for line in out.splitlines() if re.match(r"demo: \[ *\d+ s\]", line)]
     assert live and all("beats/s" in line and "p99 latency" in line for line in live)
     assert "worker consumed 1,2" in out  # 1,200 beats + the malformed records
@@ -40,10 +50,29 @@ def test_demo_runs_end_to_end_and_stops_everything_it_started(
     assert "dead letters by reason match the injected faults" in out
     assert "WARNING" not in out
     assert "nothing left running" in out
-    assert not port_answers(kafka_port) and not port_answers(metrics_port)
+    assert not any(port_answers(port) for port in (kafka_port, metrics_port, web_port))
     leftovers = subprocess.run(["pgrep", "-f", f"ecg-demo-kafka-{kafka_port}-"], capture_output=True)
     assert leftovers.returncode == 1, leftovers.stdout  # no broker process with the demo's data dir
     assert (model.parent / "demo" / "worker.log").is_file()
+
+
+class _PageVisitor(threading.Thread):
+    """Asks the demo's live page for its flagged beats while the demo runs; keeps the first rescored one."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.done = threading.Event()
+        self.rescored: dict | None = None
+
+    def run(self) -> None:
+        while self.rescored is None and not self.done.wait(0.3):
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as response:
+                    beats = orjson.loads(response.read())["beats"]
+            except OSError:
+                continue  # not serving yet
+            self.rescored = next((b for b in beats if b["sample_error"] is not None), None)
 
 
 def test_demo_ends_with_one_line_when_its_broker_vanishes(tmp_path: Path) -> None:

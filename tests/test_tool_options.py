@@ -23,6 +23,16 @@ from tests.support.cli import run_cli
         (["replay", "--bad-kinds", "empty_value,late"], {}, "--bad-kinds: 'empty_value,late' is not valid"),
         (["watch", "--limit", "-3"], {}, "--limit: '-3' is not valid (expected a positive integer)"),
         (["watch", "--timeout", "soon"], {}, "--timeout: 'soon' is not valid"),
+        (["watch", "--web", "--dlq"], {}, "--web shows anomaly events, not dead letters: drop --dlq"),
+        (["watch", "--web", "--limit", "5"], {}, "--web serves the page until Ctrl-C: --limit and --timeout"),
+        (
+            ["watch", "--model", "model.onnx"],
+            {},
+            "--model and --metrics-url are options of the live page: add",
+        ),
+        (["watch", "--web", "--metrics-url", "localhost:8080"], {}, "--metrics-url: 'localhost:8080' is not"),
+        (["watch", "--web", "--web-port", "70000"], {}, "--web-port: '70000' is not valid (expected a port"),
+        (["watch", "--web", "--model", "/no/such.onnx"], {}, "--model: no such file /no/such.onnx"),
         (["redrive", "--reason", "late"], {}, "--reason: 'late' is not one of: empty_value, oversized"),
         (
             ["redrive"],
@@ -39,6 +49,7 @@ from tests.support.cli import run_cli
         (["demo", "--bad-rate", "2"], {}, "--bad-rate: '2' is not valid (expected a probability"),
         (["demo", "--preset", "huge"], {}, "--preset: 'huge' is not one of: tutorial, default, tiny"),
         (["demo", "--rate", "0"], {}, "--rate: '0' is not valid (expected a positive number)"),
+        (["demo", "--web-port", "-1"], {}, "--web-port: '-1' is not valid (expected a port number"),
     ],
 )
 def test_a_bad_value_is_one_line_and_exit_2_before_connecting(

@@ -25,6 +25,7 @@ from ecg_anomaly.base.options import Option, add_options, finite, integer, posit
 from ecg_anomaly.tools import demo_stack as ds
 from ecg_anomaly.tools.faults import FaultInjector
 from ecg_anomaly.tools.feed import Replayer, ReplayPlan, ReplayStats, load_beats
+from ecg_anomaly.tools.live_page import WEB_PORT_HELP, LivePage, port_or_any
 from ecg_anomaly.tools.live_stats import Snapshot, final_lines, live_line, scrape
 from ecg_anomaly.trainer.presets import PRESETS
 
@@ -59,6 +60,7 @@ OPTIONS: tuple[Option, ...] = (
         "worker /metrics port (another if taken)",
         _port,
     ),
+    Option("web_port", None, 8088, f"{WEB_PORT_HELP}; another if taken", port_or_any),
     Option("rate", None, 400.0, "beats/s", finite, check=positive, check_text="a positive number"),
     Option(
         "duration",
@@ -159,6 +161,7 @@ def _run(values: dict[str, Any], stack: ExitStack, stop: threading.Event) -> Non
     if stop.is_set():
         return
     say(f"worker ready (consumer group {group}); metrics at {worker.metrics_url}")
+    _serve_page(stack, connection, model, worker.metrics_url, values["web_port"])
     say(
         "follow the anomalies in another terminal: "
         f".venv/bin/ecg-anomaly watch --bootstrap-servers {bootstrap}"
@@ -199,6 +202,12 @@ def _run(values: dict[str, Any], stack: ExitStack, stop: threading.Event) -> Non
     )
     for line in [*final_lines(last, first), *_checks(last, stats, model)]:
         say(line)
+
+
+def _serve_page(stack: ExitStack, connection: KafkaConnection, model: Path, metrics: str, port: int) -> None:
+    page = LivePage(connection, ANOMALY_TOPIC, model, metrics)
+    url = page.start(stack, port if port == 0 or ds.port_free(port) else 0)
+    say(f"live page: {url} (the worker's numbers, flagged beats drawn with their per-sample error)")
 
 
 def _scrape(worker: ds.DemoWorker) -> Snapshot:

@@ -123,6 +123,12 @@ def beats_per_second(current: Snapshot, previous: Snapshot) -> float:
     return (current.consumed - previous.consumed) / seconds if seconds > 0 else 0.0
 
 
+def anomaly_rate(current: Snapshot, previous: Snapshot) -> float | None:
+    """The share of the beats scored between two snapshots that were anomalies; None if none were."""
+    scored = current.normal + current.anomalies - previous.normal - previous.anomalies
+    return (current.anomalies - previous.anomalies) / scored if scored > 0 else None
+
+
 def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 

@@ -2,7 +2,8 @@
 
 Reads every partition without joining a consumer group (nothing is committed,
 nothing is taken from the workers' groups) and with ``read_committed``, so an
-exactly-once worker's aborted outputs never show. Never creates a topic.
+exactly-once worker's aborted outputs never show. Never creates a topic. ``--web`` serves the live
+page (:mod:`ecg_anomaly.tools.live_page`) instead of printing lines.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ecg_anomaly.base.kafka import (
 )
 from ecg_anomaly.base.options import Option, add_options, finite, integer, positive, resolve
 from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.tools import live_page
 from ecg_anomaly.tools.faults import FAULT_HEADER
 
 if TYPE_CHECKING:
@@ -85,16 +87,20 @@ CONSUMER_SETTINGS: dict[str, object] = {
 def configure(parser: argparse.ArgumentParser) -> None:
     add_options(parser, CONNECTION_OPTIONS)
     add_options(parser, OPTIONS)
+    add_options(parser, live_page.WATCH_OPTIONS)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    values = resolve((*OPTIONS, *CONNECTION_OPTIONS), args, os.environ)
+    values = resolve((*OPTIONS, *CONNECTION_OPTIONS, *live_page.WATCH_OPTIONS), args, os.environ)
+    live_page.check_watch_values(values)
     connection = KafkaConnection.from_values(values, os.environ)
     topic = values["topic"] or (DEFAULT_DLQ_TOPIC if values["dlq"] else DEFAULT_ANOMALY_TOPIC)
     stopping: list[bool] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(True))
     try:
+        if values["web"]:
+            return live_page.serve(connection, topic, values, stopping)
         return follow(
             connection,
             topic,
