@@ -47,7 +47,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     (
         "watch",
         "ecg_anomaly.tools.watch",
-        "follow anomaly events (or --dlq dead letters), one readable line each",
+        "follow anomaly events (or --dlq dead letters) a line each, or on a live page (--web)",
     ),
     (
         "redrive",
