@@ -3,6 +3,7 @@
 # on 127.0.0.1, for development, tests and the demo. No Docker engine needed.
 #
 #   deploy/local/kafka.sh up       obtain the jars (cached), format once, start, wait until it answers
+#   deploy/local/kafka.sh up --secure   the same, secured: TLS, SASL/SCRAM, mutual TLS, ACLs (below)
 #   deploy/local/kafka.sh down     stop it cleanly (SIGTERM, then SIGKILL after a timeout)
 #   deploy/local/kafka.sh status   exit 0 if it answers
 #   deploy/local/kafka.sh pid      print the broker's pid (for fault-injection tests)
@@ -19,6 +20,17 @@
 # KAFKA_DATA_DIR (default $KAFKA_HOME_DIR/data-$KAFKA_PORT), KAFKA_START_TIMEOUT (90 s),
 # KAFKA_HEAP_OPTS (-Xms256m -Xmx1g), KAFKA_GC_OPTS (-XX:+UseParallelGC).
 # `up` and `down` are safe to call twice.
+#
+# Secured (`up --secure`; a data directory stays in the mode it was formatted in): a CA, the broker's
+# certificate and client certificates made on the fly with openssl in $KAFKA_DATA_DIR/secure (nothing
+# checked in), SCRAM-SHA-512 users with random passwords created at storage format time, the
+# StandardAuthorizer with allow.everyone.if.no.acl.found=false, and these listeners on 127.0.0.1:
+#   KAFKA_PORT            PLAINTEXT for the admin only: its principal (User:ANONYMOUS) is a super user
+#   KAFKA_SASL_SSL_PORT   SASL_SSL, SCRAM-SHA-512 (default KAFKA_PORT+2)
+#   KAFKA_SSL_PORT        SSL with a client certificate required: principal User:<its CN> (KAFKA_PORT+3)
+# KAFKA_SCRAM_USERS (default "admin ecg-worker ecg-tools") and KAFKA_TLS_CLIENTS ("admin ecg-worker")
+# name the users; admin is a super user. $KAFKA_DATA_DIR/secure holds ca.crt and, per user,
+# <user>.password, <user>.crt, <user>.key (PKCS#8, encrypted) and <user>.key-password.
 set -euo pipefail
 
 KAFKA_VERSION="${KAFKA_VERSION:-4.4.0}"
@@ -37,6 +49,12 @@ PIDFILE="$DATA/broker.pid"
 LOG="$DATA/broker.log"
 TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 COMPOSE_PROJECT="ecg-kafka-$PORT"
+SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-$((PORT + 2))}"
+SSL_PORT="${KAFKA_SSL_PORT:-$((PORT + 3))}"
+SECURE_DIR="$DATA/secure"
+SCRAM_USERS="${KAFKA_SCRAM_USERS:-admin ecg-worker ecg-tools}"
+TLS_CLIENTS="${KAFKA_TLS_CLIENTS:-admin ecg-worker}"
+SECURE=0
 
 log() { echo "[kafka.sh] $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -109,6 +127,7 @@ delete.topic.enable=true
 log.retention.hours=24
 log.segment.bytes=67108864
 EOF
+  if [ "$SECURE" = 1 ]; then write_secure_config; fi
   cat > "$DATA/log4j2.properties" <<EOF
 status = warn
 appender.file.type = File
@@ -123,6 +142,82 @@ logger.kafka.level = INFO
 logger.state.name = state.change.logger
 logger.state.level = WARN
 EOF
+}
+
+# --- secured broker (up --secure) -----------------------------------------------------------------
+
+make_certificates() {
+  # A CA, the broker's certificate (for 127.0.0.1 and localhost) and one client certificate per TLS
+  # client, its key encrypted with a random password: what a cluster's operator hands out.
+  command -v openssl >/dev/null 2>&1 || die "the secured broker needs openssl"
+  local d="$SECURE_DIR" name
+  mkdir -p "$d"; chmod 700 "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=ecg-local-ca" \
+    -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$d/broker.key" \
+    -out "$d/broker.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > "$d/broker.ext"
+  openssl x509 -req -in "$d/broker.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 30 \
+    -extfile "$d/broker.ext" -out "$d/broker.crt" 2>/dev/null
+  # The broker reads PEM directly: its key (PKCS#8, unencrypted, readable by this user only) and chain.
+  openssl pkcs8 -topk8 -nocrypt -in "$d/broker.key" -out "$d/broker.pem"
+  cat "$d/broker.crt" "$d/ca.crt" >> "$d/broker.pem"
+  for name in $TLS_CLIENTS; do
+    openssl rand -hex 16 > "$d/$name.key-password"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=$name" -keyout "$d/$name.plain.key" \
+      -out "$d/$name.csr" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > "$d/$name.ext"
+    openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 30 \
+      -extfile "$d/$name.ext" -out "$d/$name.crt" 2>/dev/null
+    openssl pkcs8 -topk8 -v2 aes-256-cbc -in "$d/$name.plain.key" -out "$d/$name.key" \
+      -passout "file:$d/$name.key-password"
+    rm -f "$d/$name.plain.key" "$d/$name.csr" "$d/$name.ext"
+  done
+  rm -f "$d/broker.key" "$d/broker.csr" "$d/broker.ext" "$d/ca.srl"
+  chmod 600 "$d"/*
+}
+
+scram_arguments() {
+  # One --add-scram per user, each with a new random password kept in <user>.password.
+  local name password
+  for name in $SCRAM_USERS; do
+    password="$(openssl rand -hex 16)"
+    (umask 077; printf '%s\n' "$password" > "$SECURE_DIR/$name.password")
+    SCRAM_ARGS+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$password]")
+  done
+}
+
+write_secure_config() {
+  # The listeners above (the PLAINTEXT one also carries the broker's own traffic), and the authorizer.
+  local d="$SECURE_DIR" props="$DATA/server.properties"
+  sed -i -e '/^listeners=/d' -e '/^advertised.listeners=/d' -e '/^listener.security.protocol.map=/d' "$props"
+  cat >> "$props" <<EOF
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_SSL://127.0.0.1:$SASL_SSL_PORT,SSL://127.0.0.1:$SSL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_SSL://127.0.0.1:$SASL_SSL_PORT,SSL://127.0.0.1:$SSL_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$d/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$d/ca.crt
+listener.name.ssl.ssl.client.auth=required
+listener.name.sasl_ssl.ssl.client.auth=none
+ssl.principal.mapping.rules=RULE:^CN=([^,]+)\$/\$1/,DEFAULT
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:ANONYMOUS;User:admin
+EOF
+}
+
+check_mode() {
+  # A data directory keeps the mode it was formatted in: its users and certificates exist or not.
+  [ -f "$DATA/logs/meta.properties" ] || return 0
+  local was=0; [ -f "$SECURE_DIR/ca.crt" ] && was=1
+  if [ "$was" != "$SECURE" ]; then
+    local how=plain; [ "$was" = 1 ] && how=secured
+    die "$DATA holds a $how broker: remove it, or use another KAFKA_PORT or KAFKA_DATA_DIR"
+  fi
 }
 
 java_args() {
@@ -172,11 +267,14 @@ up_java() {
     wait_ready; log "already running on 127.0.0.1:$PORT (pid $(running_pid))"; return 0
   fi
   if port_open "$PORT"; then die "127.0.0.1:$PORT is taken by another process; set KAFKA_PORT"; fi
+  check_mode
   write_config
   if [ ! -f "$DATA/logs/meta.properties" ]; then
     log "formatting storage in $DATA/logs"
+    SCRAM_ARGS=()
+    if [ "$SECURE" = 1 ]; then make_certificates; scram_arguments; fi
     java_run kafka.tools.StorageTool format --config "$DATA/server.properties" \
-      --cluster-id "$(cluster_id)" \
+      --cluster-id "$(cluster_id)" "${SCRAM_ARGS[@]}" \
       --ignore-formatted >"$DATA/format.log" 2>&1 || { cat "$DATA/format.log" >&2; die "storage format failed"; }
   fi
   : > "$LOG"
@@ -187,6 +285,10 @@ up_java() {
   echo $! > "$PIDFILE"
   wait_ready
   log "broker up on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"), data $DATA)"
+  if [ "$SECURE" = 1 ]; then
+    log "secured: SASL_SSL (SCRAM-SHA-512) on 127.0.0.1:$SASL_SSL_PORT, SSL (client certificates) on" \
+      "127.0.0.1:$SSL_PORT; CA, passwords and client keys in $SECURE_DIR"
+  fi
 }
 
 down_java() {
@@ -218,12 +320,17 @@ up_docker() {
 }
 
 cmd="${1:-}"
+if [ "${2:-}" = --secure ] && [ "$cmd" = up ]; then SECURE=1; elif [ -n "${2:-}" ]; then
+  echo "usage: $0 up [--secure]|down|status|pid|fetch" >&2; exit 2
+fi
 case "$cmd" in
   fetch) fetch || die "could not obtain Kafka $KAFKA_VERSION from Maven or the Apache archive" ;;
   up)
-    if [ "${KAFKA_SOURCE:-auto}" != docker ] && fetch; then
+    if [ "$SECURE" = 1 ] && [ "${KAFKA_SOURCE:-auto}" = docker ]; then
+      die "up --secure starts the broker from the jars only (KAFKA_SOURCE=docker is not secured)"
+    elif [ "${KAFKA_SOURCE:-auto}" != docker ] && fetch; then
       up_java
-    elif docker_ok; then
+    elif [ "$SECURE" = 0 ] && docker_ok; then
       up_docker
     else
       die "could not obtain Kafka $KAFKA_VERSION: install Maven (and Java 17), allow access to archive.apache.org, or run a Docker engine"
@@ -236,5 +343,5 @@ case "$cmd" in
     fi ;;
   status) port_open "$PORT" && { log "answering on 127.0.0.1:$PORT"; exit 0; }; log "not answering on 127.0.0.1:$PORT"; exit 1 ;;
   pid) running_pid || exit 1 ;;
-  *) echo "usage: $0 up|down|status|pid|fetch" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--secure]|down|status|pid|fetch" >&2; exit 2 ;;
 esac

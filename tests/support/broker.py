@@ -43,15 +43,22 @@ def docker_engine_answers() -> bool:
 class LocalBroker(AbstractContextManager["LocalBroker"]):
     """The project's local KRaft broker, on its own ports and data directory.
 
-    Fault-injection tests use ``kill``, ``pause``/``resume`` and ``start`` on it.
+    Fault-injection tests use ``kill``, ``pause``/``resume`` and ``start`` on it. ``secure``: the
+    script's secured broker (``up --secure``): its PLAINTEXT port (``bootstrap``) is the admin's, the
+    clients' are ``sasl_ssl_bootstrap`` and ``ssl_bootstrap``; CA, passwords and keys in ``secrets``.
     """
 
-    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, data_dir: Path | None = None, secure: bool = False) -> None:
         self.port = port or free_port()
         self.controller_port = free_port()  # fixed: a restart after kill() must find the same quorum
+        self.secure = secure
+        self.sasl_ssl_port, self.ssl_port = (free_port(), free_port()) if secure else (0, 0)
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"ecg-kafka-{self.port}-"))
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.sasl_ssl_bootstrap = f"127.0.0.1:{self.sasl_ssl_port}"
+        self.ssl_bootstrap = f"127.0.0.1:{self.ssl_port}"
+        self.secrets = self.data_dir / "secure"
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -61,15 +68,17 @@ class LocalBroker(AbstractContextManager["LocalBroker"]):
             KAFKA_DATA_DIR=str(self.data_dir),
             KAFKA_SOURCE=env.get("KAFKA_SOURCE", "auto"),
         )
+        if self.secure:
+            env.update(KAFKA_SASL_SSL_PORT=str(self.sasl_ssl_port), KAFKA_SSL_PORT=str(self.ssl_port))
         return env
 
-    def _script(self, command: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def _script(self, *command: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(SCRIPT), command], env=self._env(), capture_output=True, text=True, timeout=timeout
+            [str(SCRIPT), *command], env=self._env(), capture_output=True, text=True, timeout=timeout
         )
 
     def start(self) -> None:
-        result = self._script("up")
+        result = self._script("up", *(["--secure"] if self.secure else []))
         if result.returncode != 0:
             raise BrokerUnavailable(f"deploy/local/kafka.sh up failed:\n{result.stderr[-4000:]}")
 
