@@ -1,0 +1,83 @@
+"""The worker's least-privilege ACLs on a secured cluster, as data: for the tests, the docs and Strimzi.
+
+A cluster with an authorizer and ``allow.everyone.if.no.acl.found=false`` refuses every request its
+ACLs do not allow. :func:`worker_acls` is what one worker principal needs, and nothing more (the
+secured-broker tests grant exactly these and leave one out to see each failure); the docs render it
+as a table and ``deploy/k8s/components/strimzi-user`` declares the same list as a Strimzi
+``KafkaUser`` (a test holds them equal). Kafka's implied operations keep it short: READ and WRITE
+imply DESCRIBE on their resource, and since Kafka 3.0 (KIP-679) an idempotent producer needs no
+IDEMPOTENT_WRITE on the cluster when it may WRITE to a topic; a transactional producer needs WRITE
+on its transactional id instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Kafka's names (kafka-acls.sh, the admin API) → Strimzi's (KafkaUser spec.authorization.acls)
+_STRIMZI_RESOURCE = {"TOPIC": "topic", "GROUP": "group", "TRANSACTIONAL_ID": "transactionalId"}
+_STRIMZI_OPERATION = {"READ": "Read", "WRITE": "Write", "DESCRIBE_CONFIGS": "DescribeConfigs"}
+
+
+@dataclass(frozen=True)
+class Acl:
+    """ALLOW ``operation`` on one resource (``name``, or every name starting with it when prefixed)."""
+
+    resource: str  # TOPIC, GROUP or TRANSACTIONAL_ID
+    name: str
+    operation: str  # READ, WRITE or DESCRIBE_CONFIGS
+    why: str
+    prefixed: bool = False
+
+    def strimzi(self) -> dict[str, object]:
+        """This ACL as one entry of a Strimzi ``KafkaUser``'s ``spec.authorization.acls``."""
+        resource = {
+            "type": _STRIMZI_RESOURCE[self.resource],
+            "name": self.name,
+            "patternType": "prefix" if self.prefixed else "literal",
+        }
+        return {"resource": resource, "operations": [_STRIMZI_OPERATION[self.operation]]}
+
+
+def transactional_id_prefix(group_id: str) -> str:
+    """What every default transactional id of the group's workers starts with (``<group>-<hostname>``)."""
+    return f"{group_id}-"
+
+
+def worker_acls(
+    input_topic: str,
+    anomaly_topic: str,
+    scores_topic: str,
+    dlq_topic: str,
+    group_id: str,
+    exactly_once: bool,
+) -> tuple[Acl, ...]:
+    """Every ACL one worker principal needs; ``scores_topic`` empty when scores are off."""
+    acls = [
+        Acl("TOPIC", input_topic, "READ", "consume the beats"),
+        Acl("GROUP", group_id, "READ", "join the consumer group and commit its offsets"),
+    ]
+    outputs = ((anomaly_topic, "anomaly events"), (scores_topic, "scores"), (dlq_topic, "dead letters"))
+    for topic, what in outputs:
+        if not topic:
+            continue
+        acls.append(Acl("TOPIC", topic, "WRITE", f"publish {what}"))
+        acls.append(
+            Acl(
+                "TOPIC",
+                topic,
+                "DESCRIBE_CONFIGS",
+                "read the topic's limits (without it Kafka's defaults are assumed)",
+            )
+        )
+    if exactly_once:
+        acls.append(
+            Acl(
+                "TRANSACTIONAL_ID",
+                transactional_id_prefix(group_id),
+                "WRITE",
+                "exactly-once: the transactional producer (ids <group>-<hostname>)",
+                prefixed=True,
+            )
+        )
+    return tuple(acls)
