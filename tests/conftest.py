@@ -12,6 +12,7 @@ import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from tests.support.broker import BrokerUnavailable, LocalBroker, docker_engine_answers
+from tests.support.secure import SecuredKafka
 from tests.support.worker import WorkerProcess
 
 
@@ -35,6 +36,34 @@ def kafka_bootstrap() -> Iterator[str]:
         except BrokerUnavailable as exc:
             pytest.fail(f"no Kafka broker for the integration tests: {exc}", pytrace=False)
         yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def secured_kafka() -> Iterator[SecuredKafka]:
+    """The project's secured broker (``kafka.sh up --secure``), always started from the jars: a broker
+    given by ``KAFKA_BOOTSTRAP_SERVERS`` or a container is plain. Never skipped."""
+    with ExitStack() as stack:
+        try:
+            broker = stack.enter_context(LocalBroker(secure=True))
+        except BrokerUnavailable as exc:
+            pytest.fail(f"no secured Kafka broker for the tests: {exc}", pytrace=False)
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="ecg-tests-secure-admin")
+        stack.callback(admin.close)
+        yield SecuredKafka(broker, admin)
+
+
+@pytest.fixture
+def secure_topic_factory(secured_kafka: SecuredKafka) -> Callable[..., str]:
+    """Create a topic on the secured broker (as its admin) with a unique name."""
+
+    def create(partitions: int = 1, prefix: str = "t", **config: str) -> str:
+        name = _unique(prefix)
+        secured_kafka.admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=config)]
+        )
+        return name
+
+    return create
 
 
 @pytest.fixture(scope="session")

@@ -32,10 +32,12 @@ class WorkerProcess:
         group: str,
         log_path: Path,
         python: str | None = None,
+        env: dict[str, str] | None = None,
         **options: Any,
     ):
         """``python``: the interpreter of another installed build (a benchmark's baseline), run outside
-        the checkout so that it imports its own code."""
+        the checkout so that it imports its own code. ``env``: variables added to its environment."""
+        self.env = {**env_without_worker_settings(), **(env or {})}
         self.port = free_port()
         self.log_path = log_path
         self.cwd = REPO if python is None else Path("/")
@@ -64,7 +66,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.args, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, env=env_without_worker_settings()
+            self.args, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, env=self.env
         )
         log.close()
         return self
@@ -174,10 +176,14 @@ def produce_raw(
     producer.close()
 
 
-def read_topic(bootstrap: str, topic: str, committed_only: bool = False, idle: float = 3.0) -> list[Any]:
-    """Every record of ``topic`` (all partitions, from the start) until it is idle for ``idle`` s."""
+def read_topic(
+    bootstrap: str, topic: str, committed_only: bool = False, idle: float = 3.0, **client: Any
+) -> list[Any]:
+    """Every record of ``topic`` (all partitions, from the start) until it is idle for ``idle`` s.
+
+    ``client``: more kafka-python settings (security); ``bootstrap`` may then be empty."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **({"bootstrap_servers": bootstrap} | client),
         enable_auto_commit=False,
         isolation_level="read_committed" if committed_only else "read_uncommitted",
         fetch_max_wait_ms=100,
