@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 import orjson
 from confluent_kafka import KafkaError
+
+from ecg_anomaly.base.kafka import explain
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,9 @@ class BrokerLink:
 
     A broker that crashed or stopped answering shows as not ``UP`` in the next
     statistics (every second); "all brokers down" clears it at once. The last
-    statistics also give each partition's lag.
+    statistics also give each partition's lag, and the last errors say why no
+    broker answers (:meth:`cause`): a refused password or certificate looks like
+    an unreachable broker to the loop.
     """
 
     def __init__(self) -> None:
@@ -29,6 +34,7 @@ class BrokerLink:
         self.lag: dict[int, int] = {}  # partition → messages behind the log end
         self.fatal: KafkaError | None = None  # a client that reported this is unusable: restart
         self._last_error: dict[int, float] = {}
+        self._recent: deque[KafkaError] = deque(maxlen=20)
 
     def on_stats(self, raw: str) -> None:
         stats = orjson.loads(raw)
@@ -56,7 +62,12 @@ class BrokerLink:
             self.fatal = error
         self.on_error(error)
 
+    def cause(self) -> str:
+        """The most telling of the recent client errors, in words (authentication, TLS, ...)."""
+        return explain(list(self._recent)) or "no error reported"
+
     def on_error(self, error: KafkaError) -> None:
+        self._recent.append(error)
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.connected = False
         if error.fatal() and self.fatal is None:

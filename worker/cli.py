@@ -22,12 +22,14 @@ from types import FrameType
 from confluent_kafka import KafkaException, Producer
 
 from ecg_anomaly.base.errors import ConfigError, EcgAnomalyError
+from ecg_anomaly.base.kafka import explain
 from ecg_anomaly.worker.broker_link import BrokerLink
 from ecg_anomaly.worker.clients import (
     FatalError,
     admin_config,
     commit_reporter,
     fatal,
+    kafka_error,
     make_consumer,
     make_producer,
 )
@@ -142,7 +144,12 @@ def _producer(
             return producer
         except KafkaException as exc:
             if time.monotonic() > deadline or fatal(exc):
-                raise FatalError(f"Kafka producer could not start: {exc!r}") from exc
+                error = kafka_error(exc)
+                cause = explain([error]) if error is not None else repr(exc)
+                raise FatalError(
+                    f"Kafka producer could not start with transactional id {settings.transactional_id}: "
+                    f"{cause}"
+                ) from exc
             log.warning("init_transactions failed; retrying", extra={"error": repr(exc)})
             time.sleep(1)
 

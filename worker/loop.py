@@ -194,7 +194,8 @@ class Worker:
             self._last_connected = now
         elif now - self._last_connected > self.settings.broker_timeout:
             raise FatalError(
-                f"broker unreachable for more than --broker-timeout={self.settings.broker_timeout} s"
+                f"broker unreachable for more than --broker-timeout={self.settings.broker_timeout} s: "
+                f"{link.cause()}"
             )
         since = self.rebalance.waiting_since(now, connected)
         if since is not None and now - since > self.settings.broker_timeout:
