@@ -367,7 +367,7 @@ def test_in_flight_batches_retire_in_input_order_and_stop_at_a_failure() -> None
 def test_unsent_outputs_fail_their_batch() -> None:
     batch = _batch(0, 5, 3, [])
     batch.delivered(None)
-    batch.unsent(2, "invalid topic")
+    batch.unsent(2, "invalid topic", "ecg.anomalies")
     assert batch.remaining == 0 and batch.error == "invalid topic"
 
 

@@ -119,6 +119,21 @@ def kafka_error(exc: BaseException) -> KafkaError | None:
     return None
 
 
+_DENIED = frozenset(
+    (
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    )
+)
+
+
+def denied(error: Any) -> bool:
+    """Whether ``error`` (a ``KafkaError``) is the broker refusing this principal: an ACL is missing."""
+    return isinstance(error, KafkaError) and error.code() in _DENIED
+
+
 def fenced(exc: BaseException) -> bool:
     """Whether ``exc`` means another instance took over this transactional id (restart, don't abort)."""
     error = kafka_error(exc)

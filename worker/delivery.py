@@ -22,7 +22,15 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
-from ecg_anomaly.worker.clients import FatalError, client_failure, fatal, fenced, kafka_error, partitions
+from ecg_anomaly.worker.clients import (
+    FatalError,
+    client_failure,
+    denied,
+    fatal,
+    fenced,
+    kafka_error,
+    partitions,
+)
 from ecg_anomaly.worker.events import OutRecord
 from ecg_anomaly.worker.inflight import Batch, InFlight, Offsets
 from ecg_anomaly.worker.metrics import WorkerMetrics
@@ -38,6 +46,7 @@ IN_FLIGHT_BATCHES = 4  # at-least-once: full batches of input whose outputs may 
 
 class Delivery(Protocol):
     producer: Producer
+    denied: bool  # the last failed batch was refused for want of an ACL (a restart would not help)
 
     def publish(self, batch: ScoredBatch) -> Offsets | None:
         """Publish ``batch``; the offsets to rewind to if it failed at once (exactly-once), else None."""
@@ -86,6 +95,17 @@ def send(producer: Producer, records: list[OutRecord], on_delivery: Callable[...
                 raise KafkaException(exc.args[0], i) from exc
 
 
+def failure_message(error: Any, refused: dict[str, Any] | None) -> str:
+    """The log line of a batch whose outputs failed: for a refused principal, which ACL is missing."""
+    if denied(error) and refused:
+        topic = refused["refused_by"]
+        return (
+            f"not authorised to WRITE to topic {topic}: an ACL is missing (grant WRITE on topic {topic} "
+            "to this worker's principal); offsets not committed, the batch will be retried"
+        )
+    return "publishing outputs failed; offsets not committed, batch will be re-processed"
+
+
 class AtLeastOnce:
     def __init__(
         self,
@@ -108,6 +128,7 @@ class AtLeastOnce:
         self._in_flight = InFlight(IN_FLIGHT_BATCHES * settings.max_batch)
         self._committable: Offsets = {}
         self._next_commit = 0.0
+        self.denied = False
 
     def publish(self, batch: ScoredBatch) -> None:
         records = batch.outputs.records
@@ -117,7 +138,7 @@ class AtLeastOnce:
         try:
             send(self.producer, records, flight.delivered)
         except KafkaException as exc:
-            flight.unsent(len(records) - exc.args[1], exc.args[0])
+            flight.unsent(len(records) - exc.args[1], exc.args[0], records[exc.args[1]].topic)
         self.producer.poll(0)
 
     def settle(self) -> Offsets | None:
@@ -192,8 +213,9 @@ class AtLeastOnce:
     def _recover(self, failed: Batch) -> Offsets:
         """A batch's output failed: let the others land (their duplicates are harmless), rewind all."""
         self._metrics.errors.labels("produce").inc()
+        self.denied = denied(failed.error)
         log.error(
-            "publishing outputs failed; offsets not committed, batch will be re-processed",
+            failure_message(failed.error, failed.refused),
             extra={"error": str(failed.error), **(failed.refused or {})},
         )
         self._flush("flush after a failed output")
@@ -223,13 +245,18 @@ class ExactlyOnce:
         self._watchdog = watchdog
         self._metrics = metrics
         self._done = done
+        self.denied = False
 
     def publish(self, batch: ScoredBatch) -> Offsets | None:
         records = batch.outputs.records
         deliveries = Batch({}, {}, 0, len(records))  # only its record of the first failed delivery is read
         try:
             self.producer.begin_transaction()
-            send(self.producer, records, deliveries.delivered)
+            try:
+                send(self.producer, records, deliveries.delivered)
+            except KafkaException as exc:  # e.g. a topic this principal may not write to, known already
+                deliveries.unsent(0, exc.args[0], records[exc.args[1]].topic)
+                raise
             metadata = self._consumer.consumer_group_metadata()
             after = partitions(batch.after)
             self._transactional(
@@ -242,10 +269,13 @@ class ExactlyOnce:
             if error is not None and fatal(exc):  # fenced, or the producer is otherwise unusable
                 raise client_failure(error) from exc
             self._metrics.errors.labels("transaction").inc()
-            log.error(
-                "transaction failed; aborting, batch will be re-processed",
-                extra={"error": repr(exc), **(deliveries.refused or {})},
+            self.denied = denied(deliveries.error) or denied(error)
+            message = (
+                failure_message(deliveries.error, deliveries.refused)
+                if self.denied
+                else "transaction failed; aborting, batch will be re-processed"
             )
+            log.error(message, extra={"error": repr(exc), **(deliveries.refused or {})})
             self._abort()
             return batch.first
         self._done(Tally.of(batch))

@@ -3,7 +3,8 @@
 Liveness is only "the loop is turning" (heartbeat age). Readiness is "this pod
 can do its job": model loaded, broker reachable, consumer group joined (a
 rebalance completed, whether or not it gave this member a partition), the loop
-turning and not stuck in a Kafka call. Not "owns a partition": during a rollout
+turning and not stuck in a Kafka call, and its outputs not refused for want of
+an ACL. Not "owns a partition": during a rollout
 at replicas = partitions the surge pod is an idle member, and a pod that is
 never ready stalls the rollout. The loop writes the state, the server thread
 reads it.
@@ -30,6 +31,7 @@ class HealthState:
         self.model_loaded = False
         self.broker_connected = False
         self.joined = False  # a rebalance completed (maybe without partitions for this member)
+        self.outputs_denied = False  # the broker refuses this principal's writes (an ACL is missing)
         self.kafka_busy_for = kafka_busy_for  # the loop cannot update the rest while blocked in a call
 
     def beat(self) -> None:
@@ -47,6 +49,7 @@ class HealthState:
             and self.model_loaded
             and self.broker_connected
             and self.joined
+            and not self.outputs_denied
             and self.kafka_busy_for() < BLOCKED_NOT_READY
         )
 
@@ -54,7 +57,7 @@ class HealthState:
         return (
             f"heartbeat_age={self.heartbeat_age():.2f}s model_loaded={self.model_loaded} "
             f"broker_connected={self.broker_connected} joined={self.joined} "
-            f"kafka_call_seconds={self.kafka_busy_for():.1f}\n"
+            f"outputs_denied={self.outputs_denied} kafka_call_seconds={self.kafka_busy_for():.1f}\n"
         )
 
 

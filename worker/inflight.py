@@ -42,10 +42,11 @@ class Batch:
                 }
         self.remaining -= 1
 
-    def unsent(self, count: int, error: Any) -> None:
-        """``count`` outputs could not even be handed to the client."""
+    def unsent(self, count: int, error: Any, topic: str) -> None:
+        """``count`` outputs could not even be handed to the client, the first of them for ``topic``."""
         if self.error is None:
             self.error = error
+            self.refused = {"refused_by": topic}
         self.remaining -= count
 
 

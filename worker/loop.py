@@ -6,6 +6,13 @@ chosen guarantee, :class:`~ecg_anomaly.worker.rebalance.Rebalance` handles parti
 loop holds them together and decides about failures: a batch that fails is rewound (seek back to
 its first offset) and processed again; nothing from the failure on is committed; after
 :data:`MAX_FAILED_BATCHES` in a row the worker exits so the pod restarts with fresh clients.
+
+A batch refused for want of an ACL (the principal may not write to an output topic) is different:
+fresh clients would be refused the same way, and exiting would turn a missing ACL into a crash loop
+whose back-off (up to 5 minutes in Kubernetes) delays the recovery after the grant, with a rebalance
+of the whole group at every restart. So it is retried in place, every :data:`DENIED_BACKOFF_MAX`
+seconds at most, the worker is not ready meanwhile and counts each attempt as an error, and the
+first attempt after the grant goes through.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ log = logging.getLogger(__name__)
 
 RETRY_BACKOFF = 1.0  # seconds before re-processing a rewound batch
 MAX_FAILED_BATCHES = 5  # in a row; then exit so the pod restarts with fresh clients
+DENIED_BACKOFF_MAX = 10.0  # seconds between attempts of a batch refused for want of an ACL, at most
 SETTLE_WAIT = 0.002  # seconds a poll waits while outputs are in flight (their acks are the news)
 LIMITS_REREAD_AFTER = 5.0  # seconds: a failed batch re-reads the output topics' limits at most this often
 
@@ -84,6 +92,7 @@ class Worker:
         self._next_reload = time.monotonic() + s.reload_interval
         self._last_connected = time.monotonic()
         self._failed_batches = 0
+        self._denied_batches = 0
         self._lag: dict[int, int] = {}
         metrics.set_model(model.version, model.sha256, model.threshold)
         health.model_loaded = True
@@ -168,7 +177,8 @@ class Worker:
 
     def _done(self, tally: Tally) -> None:
         """A batch's outputs are safe: count it; the failure streak ends."""
-        self._failed_batches = 0
+        self._failed_batches = self._denied_batches = 0
+        self.health.outputs_denied = False
         self._counter.count(tally)
 
     def _tick(self) -> None:
@@ -207,11 +217,19 @@ class Worker:
 
     def _rewind_if(self, rewind: Offsets | None) -> None:
         if rewind is not None:
-            self._failed(rewind)
+            self._failed(rewind, denied=self.delivery.denied)
 
-    def _failed(self, rewind: Offsets) -> None:
-        """Seek back to ``rewind``; a batch still being scored came later, so it is dropped and re-read."""
-        self._failed_batches += 1
+    def _failed(self, rewind: Offsets, denied: bool = False) -> None:
+        """Seek back to ``rewind``; a batch still being scored came later, so it is dropped and re-read.
+
+        ``denied``: the broker refused the batch's outputs for want of an ACL (retried in place)."""
+        if denied:  # not ready meanwhile
+            self._denied_batches += 1
+            self.health.outputs_denied = True
+            backoff = min(RETRY_BACKOFF * 2 ** (self._denied_batches - 1), DENIED_BACKOFF_MAX)
+        else:
+            self._failed_batches += 1
+            backoff = RETRY_BACKOFF
         if self._failed_batches >= MAX_FAILED_BATCHES:
             raise FatalError(f"{self._failed_batches} batches in a row could not be published")
         later = self.pipeline.drop()
@@ -224,7 +242,7 @@ class Worker:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as exc:  # moved away meanwhile: its next owner starts from the commit
                 log.warning("rewind failed", extra={"partition": partition, "error": repr(exc)})
-        self._sleep(RETRY_BACKOFF)
+        self._sleep(backoff)
 
     def _sleep(self, seconds: float) -> None:
         """Sleep that ends early when a stop is requested."""
