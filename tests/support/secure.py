@@ -23,7 +23,7 @@ from kafka.admin import (
     ResourcePattern,
     ResourceType,
 )
-from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
+from kafka.errors import KafkaError
 
 from ecg_anomaly.base.acls import Acl
 from tests.support.broker import LocalBroker
@@ -83,10 +83,12 @@ class SecuredKafka:
 
     def committed(self, group: str) -> dict[int, int]:
         """``group``'s committed offset per partition (read by the admin); none while its coordinator
-        is not known yet (the offsets topic of a new broker is still being made)."""
+        is not settled (the offsets topic of a new broker is still being made or moved)."""
         try:
             offsets = self.admin.list_group_offsets(group).get(group, {})
-        except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
             return {}
         return {tp.partition: o.offset for tp, o in offsets.items() if o.offset >= 0}
 
