@@ -4,7 +4,10 @@ Model (trained once, then reused) → local Kafka broker → topics → worker �
 the test split replayed as a live feed with a few malformed records → a
 summary every few seconds read from the worker's own ``/metrics``. The end of
 the replay or Ctrl-C stops everything the demo started; a broker that was
-already running is used and left alone.
+already running is used and left alone. Given ``--bootstrap-servers`` (or
+``ECG_BOOTSTRAP_SERVERS``) the demo uses that cluster instead, with the same
+security options as every command; its principal creates the topics and sets
+the group's offsets, and the worker connects the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import signal
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +45,9 @@ def _port(text: str) -> int:
     return int(text)
 
 
-# No environment variables: the demo runs on this machine, where KAFKA_PORT may be a Kubernetes
-# service link (tcp://10.0.0.7:9092) as well as make's setting; `make demo` passes it as --kafka-port.
+# No environment variables of its own: the demo runs on this machine, where KAFKA_PORT may be a
+# Kubernetes service link (tcp://10.0.0.7:9092) as well as make's setting; `make demo` passes it as
+# --kafka-port. The connection options (ECG_* variables too) are every command's.
 OPTIONS: tuple[Option, ...] = (
     Option("model", None, Path("artifacts/model.onnx"), "model file; trained first if missing", Path),
     Option("preset", None, "default", "training preset if the model is missing", choices=tuple(PRESETS)),
@@ -102,12 +107,22 @@ OPTIONS: tuple[Option, ...] = (
         check_text="a positive number",
     ),
 )
-# Of the connection options only the timeout: the demo's broker is local and plain.
-TIMEOUT_OPTIONS = tuple(o for o in CONNECTION_OPTIONS if o.name == "connect_timeout")
+# Every command's connection options; without a bootstrap address the demo starts a local broker.
+DEMO_CONNECTION_OPTIONS = tuple(
+    replace(
+        o,
+        default="",
+        default_text="(a local broker on --kafka-port)",
+        help="an existing cluster to use instead of a local broker, host:port[,...]",
+    )
+    if o.name == "bootstrap_servers"
+    else o
+    for o in CONNECTION_OPTIONS
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_options(parser, (*OPTIONS, *TIMEOUT_OPTIONS))
+    add_options(parser, (*OPTIONS, *DEMO_CONNECTION_OPTIONS))
     parser.set_defaults(func=run)
 
 
@@ -116,7 +131,7 @@ def say(line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    values = resolve((*OPTIONS, *TIMEOUT_OPTIONS), args, os.environ)
+    values = resolve((*OPTIONS, *DEMO_CONNECTION_OPTIONS), args, os.environ)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -141,21 +156,28 @@ def _run(values: dict[str, Any], stack: ExitStack, stop: threading.Event) -> Non
     ds.ensure_model(model, values["preset"], say)
     if stop.is_set():
         return
-    bootstrap = ds.start_broker(stack, values["kafka_port"], say)
+    own_cluster = bool(values["bootstrap_servers"])
+    if own_cluster:
+        connection = KafkaConnection.from_values(values, os.environ)
+        say(f"broker: using {connection.describe()}")
+    else:
+        bootstrap = ds.start_broker(stack, values["kafka_port"], say)
+        connection = KafkaConnection(bootstrap, connect_timeout=values["connect_timeout"])
     if stop.is_set():
         return
-    connection = KafkaConnection(bootstrap, connect_timeout=values["connect_timeout"])
+    bootstrap = connection.bootstrap_servers
     group = f"ecg-demo-{time.strftime('%Y%m%d-%H%M%S')}"
     topics = {INPUT_TOPIC: values["partitions"], ANOMALY_TOPIC: 3, DLQ_TOPIC: 1}
     try:
         ds.create_topics(connection, topics, group, INPUT_TOPIC, say)
     except EcgAnomalyError as exc:
+        if own_cluster:
+            raise
         raise EcgAnomalyError(
             f"{exc}; if another program holds the port, choose another: KAFKA_PORT=19092 make demo"
         ) from None
     port = values["metrics_port"] if ds.port_free(values["metrics_port"]) else ds.free_port()
-    worker_args = ["--model", str(model), "--bootstrap-servers", bootstrap, "--group-id", group]
-    worker_args += ["--connect-timeout", str(connection.connect_timeout)]
+    worker_args = ["--model", str(model), "--group-id", group, *_connection_flags(values, bootstrap)]
     worker = ds.DemoWorker(stack, worker_args, port, model.parent / "demo" / "worker.log", say)
     worker.wait_ready(90, stop.is_set)
     if stop.is_set():
@@ -165,6 +187,7 @@ def _run(values: dict[str, Any], stack: ExitStack, stop: threading.Event) -> Non
     say(
         "follow the anomalies in another terminal: "
         f".venv/bin/ecg-anomaly watch --bootstrap-servers {bootstrap}"
+        + (" and the same security options" if connection.security_protocol != "PLAINTEXT" else "")
     )
 
     beats = load_beats("ecg5000", "auto", "test", 0.2, 21)
@@ -208,6 +231,16 @@ def _serve_page(stack: ExitStack, connection: KafkaConnection, model: Path, metr
     page = LivePage(connection, ANOMALY_TOPIC, model, metrics)
     url = page.start(stack, port if port == 0 or ds.port_free(port) else 0)
     say(f"live page: {url} (the worker's numbers, flagged beats drawn with their per-sample error)")
+
+
+def _connection_flags(values: dict[str, Any], bootstrap: str) -> list[str]:
+    """The worker's connection flags: the demo's own (secrets only as the files or variables given)."""
+    flags = ["--bootstrap-servers", bootstrap]
+    for option in DEMO_CONNECTION_OPTIONS:
+        value = values[option.name]
+        if option.name != "bootstrap_servers" and value != option.default:
+            flags += [option.flag, str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags
 
 
 def _scrape(worker: ds.DemoWorker) -> Snapshot:
