@@ -28,7 +28,7 @@
 #   KAFKA_PORT            PLAINTEXT for the admin only: its principal (User:ANONYMOUS) is a super user
 #   KAFKA_SASL_SSL_PORT   SASL_SSL, SCRAM-SHA-512 (default KAFKA_PORT+2)
 #   KAFKA_SSL_PORT        SSL with a client certificate required: principal User:<its CN> (KAFKA_PORT+3)
-# KAFKA_SCRAM_USERS (default "admin ecg-worker ecg-tools") and KAFKA_TLS_CLIENTS ("admin ecg-worker")
+# KAFKA_SCRAM_USERS and KAFKA_TLS_CLIENTS (both default "admin ecg-worker ecg-tools")
 # name the users; admin is a super user. $KAFKA_DATA_DIR/secure holds ca.crt and, per user,
 # <user>.password, <user>.crt, <user>.key (PKCS#8, encrypted) and <user>.key-password.
 set -euo pipefail
@@ -53,7 +53,7 @@ SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-$((PORT + 2))}"
 SSL_PORT="${KAFKA_SSL_PORT:-$((PORT + 3))}"
 SECURE_DIR="$DATA/secure"
 SCRAM_USERS="${KAFKA_SCRAM_USERS:-admin ecg-worker ecg-tools}"
-TLS_CLIENTS="${KAFKA_TLS_CLIENTS:-admin ecg-worker}"
+TLS_CLIENTS="${KAFKA_TLS_CLIENTS:-admin ecg-worker ecg-tools}"
 SECURE=0
 
 log() { echo "[kafka.sh] $*" >&2; }

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 
 # Kafka's names (kafka-acls.sh, the admin API) → Strimzi's (KafkaUser spec.authorization.acls)
 _STRIMZI_RESOURCE = {"TOPIC": "topic", "GROUP": "group", "TRANSACTIONAL_ID": "transactionalId"}
-_STRIMZI_OPERATION = {"READ": "Read", "WRITE": "Write", "DESCRIBE_CONFIGS": "DescribeConfigs"}
+_STRIMZI_OPERATION = {
+    "READ": "Read",
+    "WRITE": "Write",
+    "DESCRIBE": "Describe",
+    "DESCRIBE_CONFIGS": "DescribeConfigs",
+}
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,7 @@ class Acl:
 
     resource: str  # TOPIC, GROUP or TRANSACTIONAL_ID
     name: str
-    operation: str  # READ, WRITE or DESCRIBE_CONFIGS
+    operation: str  # READ, WRITE, DESCRIBE or DESCRIBE_CONFIGS
     why: str
     prefixed: bool = False
 
@@ -81,3 +86,26 @@ def worker_acls(
             )
         )
     return tuple(acls)
+
+
+def tool_acls(
+    input_topic: str, anomaly_topic: str, dlq_topic: str, redrive_group: str, watch_group: str
+) -> dict[str, tuple[Acl, ...]]:
+    """What each command-line tool's principal needs, by command.
+
+    ``watch`` joins no group, but librdkafka's consumer must have a group id and looks up its
+    coordinator, which takes DESCRIBE on that group (``ecg-watch``).
+    """
+    return {
+        "replay": (Acl("TOPIC", input_topic, "WRITE", "publish beats"),),
+        "watch": (
+            Acl("TOPIC", anomaly_topic, "READ", "follow anomaly events"),
+            Acl("TOPIC", dlq_topic, "READ", "with --dlq: follow dead letters"),
+            Acl("GROUP", watch_group, "DESCRIBE", "find its group's coordinator (no group is joined)"),
+        ),
+        "redrive": (
+            Acl("TOPIC", dlq_topic, "READ", "read the dead letters"),
+            Acl("GROUP", redrive_group, "READ", "remember how far it got (--group)"),
+            Acl("TOPIC", input_topic, "WRITE", "re-send each to its original topic (or --to)"),
+        ),
+    }

@@ -2,8 +2,8 @@
 
 The broker (``deploy/local/kafka.sh up --secure``) has a PLAINTEXT listener for the admin (a super
 user: topics, ACLs, offsets), SASL_SSL with SCRAM-SHA-512 and SSL with client certificates. The
-users ``ecg-worker`` (a password and a certificate: one principal, ``User:ecg-worker``) and
-``ecg-tools`` have no ACL until a test grants one, for its own topics and group only.
+users ``ecg-worker`` and ``ecg-tools`` (each a password and a certificate, one principal
+``User:<name>`` either way) have no ACL until a test grants one, for its own topics and group only.
 """
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ class SecuredKafka:
             "ssl_keyfile": str(self.file(f"{user}.key")),
             "ssl_password_file": str(self.file(f"{user}.key-password")),
         }
+
+    @staticmethod
+    def cli(flags: dict[str, str]) -> list[str]:
+        """``flags`` as command-line arguments."""
+        return [arg for name, value in flags.items() for arg in ("--" + name.replace("_", "-"), value)]
 
     def kafka_python(self, user: str = "admin") -> dict[str, Any]:
         """kafka-python's settings for SASL_SSL as ``user`` (the tests' independent reader)."""
