@@ -108,3 +108,28 @@ def test_the_demo_runs_on_a_secured_cluster_given_its_connection(
     assert "dead letters by reason match the injected faults" in demo.out
     assert "WARNING" not in demo.out
     assert secured_kafka.password("admin") not in demo.out + demo.err
+
+
+def test_a_tool_without_the_client_certificate_the_broker_asks_for_names_tls(
+    secured_kafka: SecuredKafka,
+) -> None:
+    """The mutual-TLS listener refuses a client without a certificate with a TLS alert that librdkafka
+    reports as a transport failure: the line says TLS, not "no broker answers"."""
+    flags = secured_kafka.mtls_flags("ecg-tools")
+    del flags["ssl_certfile"], flags["ssl_keyfile"], flags["ssl_password_file"]
+    replay = run_cli("replay", "--limit", "1", "--connect-timeout", "3", *SecuredKafka.cli(flags))
+    assert replay.returncode == 1
+    assert len(replay.err_lines) == 1, replay.err
+    assert "TLS failed" in replay.err and "bad certificate" in replay.err, replay.err
+
+
+def test_a_tool_with_a_wrong_password_names_authentication(secured_kafka: SecuredKafka) -> None:
+    flags = secured_kafka.scram_flags("ecg-tools")
+    del flags["sasl_password_file"]
+    wrong = "not-" + secured_kafka.password("ecg-tools")
+    env = {"ECG_KAFKA_SASL_PASSWORD": wrong}
+    watch = run_cli("watch", "--connect-timeout", "3", *SecuredKafka.cli(flags), env=env)
+    assert watch.returncode == 1
+    assert len(watch.err_lines) == 1, watch.err
+    assert "authentication failed" in watch.err and "invalid credentials" in watch.err, watch.err
+    assert wrong not in watch.err + watch.out

@@ -200,13 +200,20 @@ _PRIORITY = list(_CAUSES)  # the first matching kind is the most telling (authen
 
 def explain(errors: list[Any]) -> str | None:
     """The most telling of librdkafka's errors (``KafkaError``) as one line, with its own text."""
-    by_name = {error.name(): error for error in errors}
+    by_name = {_kind(error): error for error in errors}
     for name in _PRIORITY:
         if name in by_name:
             return f"{_CAUSES[name]} ({by_name[name].str()})"
     if errors:
         return f"{errors[-1].str()} ({errors[-1].name()})"
     return None
+
+
+def _kind(error: Any) -> str:
+    """The error's name; a TLS alert from the broker (e.g. it wants a client certificate) comes as a
+    transport failure, and is a TLS failure."""
+    name = str(error.name())
+    return "_SSL" if name == "_TRANSPORT" and "SSL routines" in error.str() else name
 
 
 class ErrorLog:
@@ -256,6 +263,7 @@ def check_cluster(
     try:
         metadata = admin.list_topics(timeout=connection.connect_timeout)
     except KafkaException as exc:
+        admin.poll(0)  # the error callbacks run only here: what librdkafka met while it tried (TLS, SASL)
         cause = explain([*errors.errors, exc.args[0]]) if exc.args else explain(errors.errors)
         raise EcgAnomalyError(
             f"cannot reach Kafka at {connection.describe()} within {connection.connect_timeout:g} s: {cause}"
