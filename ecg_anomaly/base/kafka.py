@@ -193,7 +193,7 @@ _CAUSES = {
     "GROUP_AUTHORIZATION_FAILED": "not authorised for the consumer group (a missing ACL)",
     "CLUSTER_AUTHORIZATION_FAILED": "not authorised for the cluster operation (a missing ACL)",
     "TRANSACTIONAL_ID_AUTHORIZATION_FAILED": "not authorised for the transactional id (a missing "
-    "WRITE/DESCRIBE ACL on the TransactionalId prefix)",
+    "WRITE ACL on the TransactionalId or its prefix)",
 }
 _PRIORITY = list(_CAUSES)  # the first matching kind is the most telling (authentication over transport)
 
