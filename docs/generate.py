@@ -224,7 +224,57 @@ def chaos() -> str:
     return "\n".join(parts) or "No run kept yet.\n"
 
 
+def acls() -> str:
+    from ecg_anomaly.base.acls import Acl, tool_acls, worker_acls
+    from ecg_anomaly.tools import redrive, watch
+    from ecg_anomaly.worker.options import OPTIONS
+
+    default = {o.name: o.default for o in OPTIONS}
+    topics = [default[name] for name in ("input_topic", "anomaly_topic")]
+    worker = worker_acls(*topics, "<scores topic>", default["dlq_topic"], default["group_id"], True)
+    redrive_group = next(o.default for o in redrive.OPTIONS if o.name == "group")
+    tools = tool_acls(*topics, default["dlq_topic"], redrive_group, watch.CLIENT_ID)
+
+    def name(acl: Acl) -> str:
+        return f"`{acl.name}`" + (" (prefix)" if acl.prefixed else "")
+
+    def when(acl: Acl) -> str:
+        if acl.resource == "TRANSACTIONAL_ID":
+            return "exactly-once only"
+        return "only with `--scores-topic`" if acl.name == "<scores topic>" else ""
+
+    def command(principal: str, acl: Acl) -> str:
+        kind = {"TOPIC": "--topic", "GROUP": "--group", "TRANSACTIONAL_ID": "--transactional-id"}[
+            acl.resource
+        ]
+        pattern = " --resource-pattern-type prefixed" if acl.prefixed else ""
+        operation = "".join(word.capitalize() for word in acl.operation.split("_"))
+        return (
+            f"kafka-acls.sh --bootstrap-server $BOOTSTRAP --command-config admin.properties --add "
+            f"--allow-principal User:{principal} --operation {operation} {kind} {acl.name}{pattern}"
+        )
+
+    header = ["resource", "name", "operation", "why", "when"]
+    rows = [[acl.resource, name(acl), acl.operation, acl.why, when(acl)] for acl in worker]
+    tool_rows = [
+        [f"`{tool}`", acl.resource, name(acl), acl.operation, acl.why]
+        for tool, group in tools.items()
+        for acl in group
+    ]
+    lines = [command("ecg-worker", acl) for acl in worker if acl.name != "<scores topic>"]
+    return (
+        "### The worker\n\n"
+        + _table(header, rows)
+        + "\nThe same with Kafka's own tool (principal `User:ecg-worker`, the default topic names):\n\n"
+        + "```sh\n"
+        + "\n".join(lines)
+        + "\n```\n\n### The tools\n\n"
+        + _table(["command", "resource", "name", "operation", "why"], tool_rows)
+    )
+
+
 FRAGMENTS: dict[str, tuple[Callable[[], str], str]] = {
+    "acls.md": (acls, "ecg_anomaly/base/acls.py (worker_acls, tool_acls) with the options' defaults"),
     "configuration.md": (configuration, "the option tables (worker/options.py, ecg_anomaly/base/kafka.py)"),
     "cli.md": (cli, "the command parsers (ecg_anomaly/cli.py and each command's configure)"),
     "metrics.md": (metrics, "worker/metrics.py"),

@@ -81,7 +81,7 @@ def worker_acls(
                 "TRANSACTIONAL_ID",
                 transactional_id_prefix(group_id),
                 "WRITE",
-                "exactly-once: the transactional producer (ids <group>-<hostname>)",
+                "exactly-once: the transactional producer (default ids `<group id>-<host name>`)",
                 prefixed=True,
             )
         )
