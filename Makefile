@@ -62,7 +62,7 @@ chaos: $(STAMP) tools
 	$(KAFKA) fetch
 	$(BIN)/pytest -m chaos -s $(PYTEST_ARGS)
 
-## bench: kernel, worker vs passthrough ceiling vs naive Keras, scale-out, latency, memory, ready → bench-results/bench.json (BENCH_ARGS=--quick)
+## bench: kernel, worker vs passthrough ceiling vs naive Keras, scale-out, latency, memory, ready → bench-results/bench.json (BENCH_ARGS=--quick; --tls: throughput and latency over SASL_SSL too)
 bench: $(STAMP)
 	$(KAFKA) fetch
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)

@@ -68,6 +68,17 @@ def table(results: dict[str, Any]) -> str:
                     f"confluent-kafka moves {_ratio(p['beats_per_s'], old['beats_per_s'])} as much",
                 )
             )
+    for kind in ("json", "binary"):
+        tls, plain = r.get(f"tls_{kind}"), r.get(f"worker_{kind}")
+        if tls and plain:
+            rows.append(
+                (
+                    f"{kind} beats/s, one worker, over {r.get('tls') or 'TLS'}",
+                    f"TLS {_n(tls['beats_per_s'])}; plaintext {_n(plain['beats_per_s'])} (same broker)",
+                    f"{_ratio(tls['beats_per_s'], plain['beats_per_s'])} of plaintext; CPU "
+                    f"{tls['cpu_us_per_beat']} vs {plain['cpu_us_per_beat']} us/beat",
+                )
+            )
     one, two = r.get("scaleout_1"), r.get("scaleout_2")
     if one and two:
         rows.append(
@@ -113,6 +124,16 @@ def table(results: dict[str, Any]) -> str:
                     + " of a CPU in the same runs",
                 )
             )
+    if (tls := r.get("tls_latency")) and (plain := r.get("latency")):
+        rows.append(
+            (
+                f"latency at {_n(tls['rate'])} JSON beats/s over {r.get('tls') or 'TLS'}: feed, worker "
+                "and reader (ms)",
+                f"producer → event arrival p50 {tls['p50_ms']}, p95 {tls['p95_ms']}, p99 {tls['p99_ms']}",
+                f"plaintext p99 {plain['p99_ms']} (same broker); worker histogram p99 "
+                f"{tls['worker_histogram_p99_ms']}",
+            )
+        )
     runs = _runs(r, "worker_")
     if runs:
         rows.append(

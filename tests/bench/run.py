@@ -14,6 +14,11 @@ plus normal-beats-only feeds), ``kafka_python`` (the passthrough ceiling of the
 worker's previous client, kafka-python), ``scaleout`` (1 vs 2 worker processes, 4
 partitions), ``latency`` (2,000 beats/s from 1,000 sources), ``ready`` (time to
 ready; memory comes from the throughput runs).
+
+``--tls``: the broker is started secured (``kafka.sh up --secure``) and the throughput and latency
+parts also run over its SASL_SSL listener (SCRAM-SHA-512; the latency feed and reader too), rows
+``tls_json``, ``tls_binary`` and ``tls_latency``, interleaved with the plaintext ones, which go
+through the same broker's PLAINTEXT listener.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka.admin import KafkaAdminClient
 
@@ -35,6 +40,7 @@ from tests.bench import worker_throughput as wt
 from tests.bench.common import Feed, create_topics, fill, run_module, unique
 from tests.bench.report import table
 from tests.support.broker import REPO, LocalBroker
+from tests.support.secure import SecuredKafka
 
 KAFKA_PYTHON_BEATS = 200_000
 PARTS = ("kernel", "throughput", "kafka_python", "scaleout", "latency", "ready")
@@ -75,6 +81,26 @@ def _naive(
     args = ["worker", "--model", str(model), "--bootstrap", bootstrap, "--topic", feed.topic]
     args += ["--out-topic", out, "--group", unique("bench-naive"), "--seconds", str(seconds)]
     return run_module("tests.bench.naive", *args, *(["--binary"] if feed.binary else []))
+
+
+class _Tls(NamedTuple):
+    address: str  # the SASL_SSL listener
+    flags: dict[str, str]  # the worker's security flags
+    client: dict[str, Any]  # librdkafka's settings for the latency feed and reader
+
+
+def _tls(secured: SecuredKafka) -> _Tls:
+    """Everything over SASL_SSL as the broker's admin (a super user: no ACLs to grant per topic)."""
+    flags = secured.scram_flags("admin")
+    address = flags.pop("bootstrap_servers")
+    client = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "admin",
+        "sasl.password": secured.password("admin"),
+        "ssl.ca.location": flags["ssl_cafile"],
+    }
+    return _Tls(address, flags, client)
 
 
 def _median_key(run: dict[str, Any]) -> float:
@@ -118,6 +144,11 @@ def main() -> None:
         "worker runs interleaved with this one in the throughput, latency and ready parts, so a change "
         "is measured before and after in one run (rows 'baseline')",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="a secured broker; throughput and latency also over its SASL_SSL listener (rows tls_*)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "bench.json")
     args = parser.parse_args()
     if args.quick:
@@ -146,11 +177,15 @@ def main() -> None:
     with ExitStack() as stack:
         broker: LocalBroker | None = None
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+        if bootstrap and args.tls:
+            parser.error("--tls starts its own secured broker: unset KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
-            broker = stack.enter_context(LocalBroker())
+            broker = stack.enter_context(LocalBroker(secure=args.tls))
             bootstrap = broker.bootstrap
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         stack.callback(admin.close)
+        tls = _tls(SecuredKafka(broker, admin)) if args.tls and broker is not None else None
+        results["tls"] = "SASL_SSL, SCRAM-SHA-512" if tls else None
 
         def part(name: str, run: Any, *run_args: Any, **run_kwargs: Any) -> None:
             print(f"... {name} (load average {_load()[0]})", flush=True)
@@ -181,6 +216,17 @@ def main() -> None:
                 for kind in ("json", "binary"):
                     part(f"passthrough_{kind}", _passthrough, bootstrap, admin, feeds[kind], "worker")
                     part(f"worker_{kind}", wt.throughput, bootstrap, model, admin, feeds[kind], logs)
+                    if tls:
+                        part(
+                            f"tls_{kind}",
+                            wt.throughput,
+                            tls.address,
+                            model,
+                            admin,
+                            feeds[kind],
+                            logs,
+                            **tls.flags,
+                        )
                     if baseline:
                         part(
                             f"baseline_{kind}",
@@ -225,6 +271,19 @@ def main() -> None:
             lat = (args.rate, args.seconds, args.sources, logs, args.warmup)
             for _ in range(args.latency_runs):
                 part("latency", wt.latency, bootstrap, model, admin, beats, *lat, broker and broker.pid())
+                if tls and broker:
+                    part(
+                        "tls_latency",
+                        wt.latency,
+                        tls.address,
+                        model,
+                        admin,
+                        beats,
+                        *lat,
+                        broker.pid(),
+                        client=tls.client,
+                        **tls.flags,
+                    )
                 if baseline:
                     part(
                         "baseline_latency", wt.latency, bootstrap, model, admin, beats, *lat, None, **baseline

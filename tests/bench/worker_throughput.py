@@ -112,9 +112,13 @@ def latency(
     logs: Path,
     warmup: float = 15.0,
     broker_pid: int | None = None,
+    client: dict[str, Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """A steady JSON feed at ``rate`` beats/s from ``sources`` sources; ``warmup`` s, then ``seconds`` timed.
+
+    ``client``: librdkafka security settings for the feed and the reader (a secured listener at
+    ``bootstrap``; the worker's own come in ``options``).
 
     Two independent measures: the worker's own ``ecg_end_to_end_latency_seconds``
     histogram (record timestamp → outputs acknowledged, every beat; the
@@ -142,7 +146,9 @@ def latency(
 
     def read() -> None:
         group = unique("bench-lat-reader")
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        consumer = Consumer(
+            {"bootstrap.servers": bootstrap, **(client or {}), "group.id": group, "enable.auto.commit": False}
+        )
         # a new topic, read from its start: no event may slip past a late position
         consumer.assign([TopicPartition(anomalies, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
         while not stop.is_set():
@@ -172,7 +178,7 @@ def latency(
         # each one completes) kept the local broker at ~0.8 of a CPU instead of ~0.65 on this
         # 2-core machine, CPU the worker then waited for. The record timestamp is taken at
         # produce(), so the linger counts in both latency measures: it can only make them worse.
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        producer = Producer({"bootstrap.servers": bootstrap, **(client or {}), "linger.ms": 5})
         headers = m.beat_headers()
         keys = [f"device-{s:04d}".encode() for s in range(sources)]
         encoded = [m.encode_beat_json(keys[i % sources].decode(), b) for i, b in enumerate(beats)]
