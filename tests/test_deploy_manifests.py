@@ -9,6 +9,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from ecg_anomaly.base.acls import worker_acls
 from ecg_anomaly.cli import command_parser
 from ecg_anomaly.worker.options import ALL_OPTIONS
 from tests.support.broker import REPO
@@ -23,9 +24,17 @@ TARGETS = ["base", "overlays/dev", "overlays/prod", "training", "monitoring", "k
 VARIANTS: dict[str, tuple[list[str], list[str]]] = {
     "prod+hpa-cpu": (["overlays/prod"], ["components/hpa-cpu"]),
     "prod+strimzi-topics": (["overlays/prod"], ["components/strimzi-topics"]),
+    "prod+strimzi-user": (["overlays/prod"], ["components/strimzi-topics", "components/strimzi-user"]),
     "base+monitoring+kube-prometheus-stack": (["base", "monitoring"], ["components/kube-prometheus-stack"]),
 }
-WORKLOADS = ["base", "overlays/dev", "overlays/prod", "prod+hpa-cpu", "prod+strimzi-topics"]
+WORKLOADS = [
+    "base",
+    "overlays/dev",
+    "overlays/prod",
+    "prod+hpa-cpu",
+    "prod+strimzi-topics",
+    "prod+strimzi-user",
+]
 RELEASE_PATCH = {
     "target": {"group": "monitoring.coreos.com", "kind": "ServiceMonitor|PrometheusRule"},
     "patch": "- {op: replace, path: /metadata/labels/release, value: prometheus}",
@@ -275,3 +284,46 @@ def test_training_job_writes_to_the_model_store(variants: dict) -> None:
     args = command_parser("train").parse_args(trainer["args"])  # the trainer accepts these flags
     assert str(args.out_dir).startswith("/store/")
     assert trainer["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_strimzi_user_grants_exactly_the_workers_least_privilege_acls(variants: dict) -> None:
+    """The KafkaUser's ACLs are base/acls' worker_acls for the settings the overlay gives the worker
+    (the ACLs the secured-broker tests prove), and it authenticates with the overlay's mechanism."""
+    objects = variants["prod+strimzi-user"]
+    env, user = worker_config(objects), one(objects, "KafkaUser")
+    names = [env.get(f"ECG_{n}_TOPIC", "") for n in ("INPUT", "ANOMALY", "SCORES", "DLQ")]
+    expected = worker_acls(*names, env["ECG_GROUP_ID"], env["ECG_GUARANTEE"] == "exactly-once")
+    assert user["spec"]["authorization"] == {"type": "simple", "acls": [acl.strimzi() for acl in expected]}
+    assert user["spec"]["authentication"]["type"] == env["ECG_KAFKA_SASL_MECHANISM"].lower()
+    topics = {t["metadata"]["name"] for t in objects if t["kind"] == "KafkaTopic"}
+    assert {n for n in names if n} <= topics
+
+
+def test_with_strimzi_the_worker_and_keda_read_the_secrets_strimzi_creates(variants: dict) -> None:
+    """``<KafkaUser name>`` (key ``password``) from the User Operator, ``<cluster>-cluster-ca-cert``
+    (key ``ca.crt``) from the Cluster Operator, at the files the worker is configured to read."""
+    objects = variants["prod+strimzi-user"]
+    env, user = worker_config(objects), one(objects, "KafkaUser")
+    user_secret = user["metadata"]["name"]
+    ca_secret = f"{user['metadata']['labels']['strimzi.io/cluster']}-cluster-ca-cert"
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    files = {
+        f"{mounts[v['name']]}/{item['path']}": (v["secret"]["secretName"], item["key"])
+        for v in pod["volumes"]
+        if "secret" in v
+        for item in v["secret"]["items"]
+    }
+    assert files[env["ECG_KAFKA_SASL_PASSWORD_FILE"]] == (user_secret, "password")
+    assert files[env["ECG_KAFKA_SSL_CAFILE"]] == (ca_secret, "ca.crt")
+    variables = {e["name"]: e for e in container["env"]}
+    assert "ECG_KAFKA_SASL_PASSWORD" not in variables
+    name_ref = variables["ECG_KAFKA_SASL_USERNAME"]["valueFrom"]["configMapKeyRef"]
+    names = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == name_ref["name"]]
+    assert names[0]["data"][name_ref["key"]] == user_secret  # the user name is the KafkaUser's name
+
+    auth = one(objects, "TriggerAuthentication")["spec"]
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["secretTargetRef"]}
+    assert refs["password"] == (user_secret, "password") and refs["ca"] == (ca_secret, "ca.crt")
+    assert auth["configMapTargetRef"] == [{"parameter": "username", **name_ref}]
