@@ -133,3 +133,25 @@ def test_a_tool_with_a_wrong_password_names_authentication(secured_kafka: Secure
     assert len(watch.err_lines) == 1, watch.err
     assert "authentication failed" in watch.err and "invalid credentials" in watch.err, watch.err
     assert wrong not in watch.err + watch.out
+
+
+def test_topics_creates_and_checks_the_workers_topics_over_mutual_tls_with_its_acls(
+    secured_kafka: SecuredKafka, group_factory: Callable[..., str]
+) -> None:
+    names = {
+        flag: group_factory(prefix)
+        for flag, prefix in (("input", "beats"), ("anomaly", "anom"), ("dlq", "dlq"))
+    }
+    acls = tool_acls(names["input"], names["anomaly"], names["dlq"], "unused", "unused")["topics"]
+    secured_kafka.grant(acls, user="ecg-tools")
+    plan = [arg for flag, name in names.items() for arg in (f"--{flag}-topic", name)]
+    plan += ["--partitions", "2", "--replication-factor", "1", "--min-insync-replicas", "1"]
+    mtls = SecuredKafka.cli(secured_kafka.mtls_flags("ecg-tools"))
+
+    create = run_cli("topics", "--create", *plan, *mtls)
+    assert create.returncode == 0, create.out + create.err
+    check = run_cli("topics", *plan, *mtls)
+    assert check.returncode == 0, check.out + check.err
+    assert not any(
+        secret in run.out + run.err for run in (create, check) for secret in _secrets(secured_kafka)
+    )

@@ -103,6 +103,15 @@ def tool_acls(
             Acl("TOPIC", dlq_topic, "READ", "with --dlq: follow dead letters"),
             Acl("GROUP", watch_group, "DESCRIBE", "find its group's coordinator (no group is joined)"),
         ),
+        "topics": tuple(
+            acl
+            for topic in (input_topic, anomaly_topic, dlq_topic)
+            for acl in (
+                Acl("TOPIC", topic, "DESCRIBE", "see the topic and its partitions"),
+                Acl("TOPIC", topic, "DESCRIBE_CONFIGS", "check its retention.ms and min.insync.replicas"),
+                Acl("TOPIC", topic, "CREATE", "with --create: create it if missing"),
+            )
+        ),
         "redrive": (
             Acl("TOPIC", dlq_topic, "READ", "read the dead letters"),
             Acl("GROUP", redrive_group, "READ", "remember how far it got (--group)"),
