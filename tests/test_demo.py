@@ -108,3 +108,14 @@ def test_demo_ends_with_one_line_when_its_broker_vanishes(tmp_path: Path) -> Non
     assert "stopping the worker" in rest.decode()
     assert not port_answers(metrics_port)  # the worker it started is gone
     assert ended < 60, ended
+
+
+def test_a_model_the_demo_trains_comes_with_its_report(tmp_path: Path) -> None:
+    """``make report-screenshot`` after ``make demo`` needs the report the demo's training writes."""
+    from ecg_anomaly.tools.demo_stack import ensure_model
+
+    said: list[str] = []
+    model = tmp_path / "artifacts" / "model.onnx"
+    ensure_model(model, "tiny", said.append)
+    assert model.is_file()
+    assert (model.parent / "report.html").is_file(), said

@@ -56,13 +56,17 @@ def free_port() -> int:
 
 
 def ensure_model(model: Path, preset: str, say: Say) -> None:
-    """Reuse ``model`` if it exists; otherwise train it with ``ecg-anomaly train`` (TensorFlow, minutes)."""
+    """Reuse ``model`` if it exists; otherwise train it with ``ecg-anomaly train`` (TensorFlow, minutes).
+
+    The training writes its report beside the model, as a plain ``train`` does: the docs send a demo
+    user to it (and ``make report-screenshot`` renders it).
+    """
     if model.is_file():
         say(f"model: reusing {model} (delete it to train a new one)")
         return
     say(f"model: {model} not found; training preset {preset!r} (a few minutes on 2 cores, once)")
     command = [sys.executable, "-m", "ecg_anomaly.cli", "train", "--preset", preset]
-    command += ["--out-dir", str(model.parent), "--quiet", "--no-report"]
+    command += ["--out-dir", str(model.parent), "--quiet"]
     if subprocess.run(command).returncode != 0 or not model.is_file():
         raise EcgAnomalyError(f"training did not produce {model}")
 
