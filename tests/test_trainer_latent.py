@@ -58,9 +58,30 @@ def test_fusion_is_a_weighted_geometric_mean_in_error_units() -> None:
 def test_calibration_uses_held_out_medians_and_refuses_a_degenerate_one() -> None:
     bank = np.array([[0.0], [10.0]], dtype=np.float32)
     errors = np.array([[0.1, 0.1], [0.2, 0.2], [0.3, 0.3]], dtype=np.float32)
-    codes = np.array([[1.0], [2.0], [9.0]], dtype=np.float32)
-    score = latent.calibrate(bank, errors, codes, np.array([-1, -1, -1]), neighbours=1, rmse_weight=0.2)
+    held_out = latent.Beats(errors, np.array([[1.0], [2.0], [9.0]], dtype=np.float32))
+    score = latent.calibrate(bank, held_out, neighbours=1, rmse_weight=0.2)
     assert (score.rmse_ref, score.distance_ref) == (pytest.approx(0.2), pytest.approx(1.0))
     assert score.metadata()["bank_size"] == 2 and score.metadata()["code_size"] == 1
     with pytest.raises(TrainingError, match="duplicate a training beat"):
-        latent.calibrate(bank, errors, np.zeros((3, 1), np.float32), np.array([-1, -1, -1]), 1, 0.2)
+        latent.calibrate(bank, latent.Beats(errors, np.zeros((3, 1), np.float32)), 1, 0.2)
+
+
+def test_k_is_chosen_on_held_out_beats_and_recorded() -> None:
+    """A bank with one mislabelled member (an abnormal beat among normals) next to the abnormal beats:
+    with k = 1 they look normal, with k = 2 the mislabelled one is outvoted."""
+    rng = np.random.default_rng(4)
+    normal_codes = rng.normal(0, 1, (200, 2))
+    bank = np.vstack([normal_codes[:150], [[8.0, 8.0]]]).astype(np.float32)
+    errors = np.full((50, 4), 0.1, np.float32)
+    held_out = latent.Beats(errors, normal_codes[150:].astype(np.float32))
+    abnormal = latent.Beats(errors, (np.array([8.0, 8.0]) + rng.normal(0, 0.05, (50, 2))).astype(np.float32))
+    chosen = latent.select(bank, held_out, abnormal, (1, 2, 3), rmse_weight=0.0)
+    aucs = chosen.selection
+    assert (
+        aucs["1"] < aucs["2"]
+        and chosen.neighbours in (2, 3)
+        and aucs[str(chosen.neighbours)] == max(aucs.values())
+    )
+    assert chosen.metadata()["neighbours_validation_roc_auc"] == aucs
+    fixed = latent.select(bank, held_out, abnormal, (1,), rmse_weight=0.0)
+    assert fixed.neighbours == 1 and list(fixed.selection) == ["1"]

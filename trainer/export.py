@@ -129,19 +129,18 @@ def to_onnx(scorer: KerasScorer, input_length: int) -> Any:
 def _fused_score(tf: Any, error: Any, codes: Any, latent: fused.LatentScore) -> Any:
     """:func:`ecg_anomaly.trainer.latent.fuse` of the RMSE and the code-space k-NN distance, in TensorFlow."""
     rmse = tf.sqrt(tf.reduce_mean(error * error, axis=1))
-    # Centred on the bank's mean, which leaves distances alone and shrinks the cancellation below.
+    # Candidates first, ranked by 2ab - |b|² (|a - b|² less |a|², which is the same for every row of the
+    # bank): one matrix product and one addition over [N, bank]. Centred on the bank's mean, which
+    # leaves distances alone and shrinks the float32 cancellation.
     centre = latent.bank.mean(axis=0, dtype=np.float64).astype(np.float32)
     centred_bank = latent.bank - centre
     a = codes - tf.constant(centre)
-    bank = tf.constant(centred_bank)
-    approximate = (
-        tf.reduce_sum(a * a, axis=1, keepdims=True)
-        - tf.constant(np.float32(2)) * tf.matmul(a, bank, transpose_b=True)
-        + tf.constant((centred_bank * centred_bank).sum(axis=1)[None, :])
+    closeness = tf.matmul(a, tf.constant(2 * centred_bank.T)) + tf.constant(
+        -(centred_bank * centred_bank).sum(axis=1)[None, :]
     )
     candidates = min(latent.bank.shape[0], latent.neighbours + fused.EXTRA_CANDIDATES)
-    rows = tf.math.top_k(-approximate, k=candidates).indices
-    offsets = a[:, None, :] - tf.gather(bank, rows)  # [N, candidates, D]: exact from here on
+    rows = tf.math.top_k(closeness, k=candidates).indices
+    offsets = a[:, None, :] - tf.gather(tf.constant(centred_bank), rows)  # [N, candidates, D]: exact
     exact = tf.reduce_sum(offsets * offsets, axis=2)
     nearest = -tf.math.top_k(-exact, k=latent.neighbours).values
     distance = tf.reduce_mean(tf.sqrt(nearest), axis=1)

@@ -53,9 +53,10 @@ class TrainConfig:
     threshold_policy: str = "mean_std"
     threshold_params: dict[str, Any] = field(default_factory=lambda: {"k": 1.0})
     score: str = "mae"
-    neighbours: int = 1  # fused: k of the nearest training normals in code space
+    # fused: the candidates for k, the nearest training normals in code space (chosen on validation data)
+    neighbours: tuple[int, ...] = (1, 2, 3)
     rmse_weight: float = 0.2  # fused: the reconstruction error's weight w in the geometric mean
-    bank_size: int = 2048  # fused: at most this many training normals' codes travel in the graph
+    bank_size: int = 1024  # fused: at most this many training normals' codes travel in the graph
 
     def with_overrides(self, **changes: Any) -> TrainConfig:
         """A copy with the non-None ``changes`` applied, then validated."""
@@ -92,7 +93,7 @@ class TrainConfig:
                 raise ConfigError(
                     "the fused score is calibrated on held-out normals: set a validation fraction"
                 )
-            if self.neighbours < 1 or self.bank_size < self.neighbours:
+            if not self.neighbours or min(self.neighbours) < 1 or max(self.neighbours) > self.bank_size:
                 raise ConfigError("neighbours must be at least 1 and at most the bank size")
             if not 0.0 <= self.rmse_weight <= 1.0:
                 raise ConfigError(f"rmse weight must be in [0, 1], got {self.rmse_weight}")
@@ -120,7 +121,7 @@ class TrainConfig:
 
     def as_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
-        for key in ("encoder", "conv_channels", "conv_kernels", "decoder"):
+        for key in ("encoder", "conv_channels", "conv_kernels", "decoder", "neighbours"):
             values[key] = list(values[key])
         return values
 

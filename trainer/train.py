@@ -175,8 +175,9 @@ def calibrated_scorer(
     config: TrainConfig, model: Any, splits: Splits, norm_min: float, norm_max: float, seed: int
 ) -> Calibrated:
     """The scoring definition. For the fused score: a bank of the codes of every training-split normal
-    beat (capped at ``bank_size``), and its constants from the validation part's normal beats, which
-    the model did not fit and whose distances leave out their own codes. Never the test split."""
+    beat (capped at ``bank_size``); its constants from the validation part's normal beats, which the
+    model did not fit and whose distances leave out their own codes; its k chosen on those and the
+    training split's abnormal beats. Never the test split."""
     scorer = KerasScorer(model, norm_min, norm_max, config.score)
     if config.score != "fused":
         return Calibrated(scorer, None)
@@ -186,15 +187,17 @@ def calibrated_scorer(
     codes = np.concatenate([fit_codes, held_out_codes])
     kept = latent.choose_bank(codes.shape[0], config.bank_size, seed)
     rows = latent.own_rows(np.arange(fit_codes.shape[0], codes.shape[0]), kept)
-    calibration = latent.calibrate(
+    training = splits.training()
+    abnormal = training.beats[~_labels(training)]
+    calibration = latent.select(
         codes[kept].astype(np.float32),
-        scorer(held_out).sample_error,
-        held_out_codes,
-        rows,
+        latent.Beats(scorer(held_out).sample_error, held_out_codes, rows),
+        latent.Beats(scorer(abnormal).sample_error, scorer.codes(abnormal)),
         config.neighbours,
         config.rmse_weight,
     )
-    return Calibrated(KerasScorer(model, norm_min, norm_max, config.score, calibration), rows)
+    scored = KerasScorer(model, norm_min, norm_max, config.score, calibration)
+    return Calibrated(scored, rows)
 
 
 def choose_threshold(
