@@ -126,6 +126,14 @@ def write(runs: list[Run], suite: str) -> Path:
     return path
 
 
+def runs_from(document: dict[str, Any]) -> list[Run]:
+    """The runs of a document :func:`write` wrote (the docs site renders kept ones)."""
+    return [
+        Run(**{**r, "model": Row(**r["model"]), "references": [Row(**x) for x in r["references"]]})
+        for r in document["runs"]
+    ]
+
+
 def markdown(runs: list[Run], suite: str) -> str:
     """The tables of docs/model-quality.md for one suite."""
     seeds = [r.seed for r in runs]
