@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: install tools demo test docs chaos bench worker-requirements trainer-requirements lint format kafka-up kafka-down kafka-status clean
+.PHONY: install tools demo test docs chaos bench bench-small-data bench-tutorial-split worker-requirements trainer-requirements lint format kafka-up kafka-down kafka-status clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -66,6 +66,14 @@ chaos: $(STAMP) tools
 bench: $(STAMP)
 	$(KAFKA) fetch
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+## bench-small-data: default preset vs classical detectors on 10% training subsets (seeds 1-3) → bench-results/model-quality-small.{json,md}
+bench-small-data: $(STAMP)
+	$(BIN)/pytest -m slow -s tests/test_trainer_quality.py -k small_data $(PYTEST_ARGS)
+
+## bench-tutorial-split: the same on the tutorial's split (seeds 1-3) → bench-results/model-quality-tutorial.{json,md}
+bench-tutorial-split: $(STAMP)
+	$(BIN)/pytest -m slow -s tests/test_trainer_quality.py -k tutorial_split $(PYTEST_ARGS)
 
 ## lint: ruff check and format check; the import layers (import-linter) on a built copy of the package
 lint: $(STAMP)

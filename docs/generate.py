@@ -3,11 +3,13 @@
     python docs/generate.py                                  # regenerate every fragment
     python docs/generate.py --add-bench bench-results/bench.json   # keep a make bench run, dated
     python docs/generate.py --add-chaos chaos.log            # keep a make chaos run's verdict lines
+    python docs/generate.py --add-model-quality bench-results/model-quality-*.json   # keep model-quality runs
 
 The pages include the fragments (``--8<--``), so a table never drifts from what it describes: the
 options come from the option tables, the metrics from the worker's registry, the dead-letter
-reasons from their enum, the command-line help from the parsers, the performance and fault-tolerance
-tables from the runs kept in docs/results/. ``tests/test_docs.py`` fails when a fragment is stale.
+reasons from their enum, the command-line help from the parsers, the performance, model-quality
+and fault-tolerance tables from the runs kept in docs/results/. ``tests/test_docs.py`` fails when a
+fragment is stale.
 """
 
 from __future__ import annotations
@@ -194,6 +196,20 @@ def bench() -> str:
     return "\n".join(parts) or "No run kept yet.\n"
 
 
+def model_quality() -> str:
+    sys.path.insert(0, str(DOCS.parent))
+    from tests.benchmarks.model_quality import SUITES, markdown, runs_from
+
+    parts = []
+    for suite in SUITES:
+        kept = _runs(f"model-quality-{suite}-*.json")
+        if kept:
+            when = kept[0].stem.removeprefix(f"model-quality-{suite}-")
+            body = markdown(runs_from(json.loads(kept[0].read_text())), suite)
+            parts.append(body.replace("### ", f"### {when}: ", 1))
+    return "\n".join(parts) or "No run kept yet.\n"
+
+
 _VERDICT = re.compile(
     r"^chaos (?P<title>.+?) (?P<guarantee>exactly-once|at-least-once): (?P<verdict>PASS|FAIL) (?P<rest>.*)$"
 )
@@ -281,6 +297,11 @@ FRAGMENTS: dict[str, tuple[Callable[[], str], str]] = {
     "dead-letters.md": (dead_letters, "schemas/messages.py"),
     "messages.md": (messages, "the JSON Schemas in schemas/"),
     "bench.md": (bench, "docs/results/bench-*.json (make bench runs, kept with --add-bench)"),
+    "model-quality.md": (
+        model_quality,
+        "docs/results/model-quality-*.json (make bench-tutorial-split / bench-small-data,"
+        " kept with --add-model-quality)",
+    ),
     "chaos.md": (chaos, "docs/results/chaos-*.txt (make chaos verdict lines, kept with --add-chaos)"),
 }
 
@@ -294,7 +315,9 @@ def render(name: str) -> str:
 
 def _keep(source: Path, kind: str) -> Path:
     today = datetime.date.today().isoformat()
-    target = RESULTS / f"{kind}-{today}{source.suffix if kind == 'bench' else '.txt'}"
+    if kind == "model-quality":  # model-quality-<suite>.json → model-quality-<suite>-<date>.json
+        kind = source.stem
+    target = RESULTS / f"{kind}-{today}{'.txt' if kind == 'chaos' else source.suffix}"
     RESULTS.mkdir(exist_ok=True)
     if kind == "chaos":  # only the verdict lines
         lines = [line.strip() for line in source.read_text().splitlines() if _VERDICT.match(line.strip())]
@@ -310,11 +333,19 @@ def main() -> None:
     parser.add_argument(
         "--add-chaos", type=Path, help="keep this make chaos output's verdict lines as today's"
     )
+    parser.add_argument(
+        "--add-model-quality",
+        type=Path,
+        nargs="+",
+        help="keep these bench-results/model-quality-<suite>.json as today's",
+    )
     args = parser.parse_args()
     if args.add_bench:
         print(f"kept {_keep(args.add_bench, 'bench')}")
     if args.add_chaos:
         print(f"kept {_keep(args.add_chaos, 'chaos')}")
+    for path in args.add_model_quality or ():
+        print(f"kept {_keep(path, 'model-quality')}")
     GENERATED.mkdir(exist_ok=True)
     for name in FRAGMENTS:
         (GENERATED / name).write_text(render(name))

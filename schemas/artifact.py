@@ -1,9 +1,12 @@
 """The model artifact contract: one ONNX file with a scoring graph and its metadata.
 
 Graph: input ``beats`` float32 ``[N, input_length]`` of raw values; outputs
-``score`` float32 ``[N]`` (mean absolute reconstruction error in normalised
-space) and ``sample_error`` float32 ``[N, input_length]``. The min-max
-normalisation is inside the graph.
+``score`` float32 ``[N]`` (higher = more anomalous; the metadata's ``score``
+names its definition: the mean absolute reconstruction error in normalised
+space, or that error fused with a distance in the autoencoder's code space)
+and ``sample_error`` float32 ``[N, input_length]`` (the absolute
+reconstruction error of each sample). The min-max normalisation is inside
+the graph.
 
 Metadata: ONNX ``metadata_props`` is a string-to-string map. Numbers are stored
 as decimal text and objects as JSON text; :func:`decode_metadata` turns it back
@@ -31,7 +34,14 @@ ARTIFACT_FORMAT = 1
 
 _NUMBER_KEYS = ("threshold", "norm_min", "norm_max")
 _INTEGER_KEYS = ("artifact_format", "input_length")
-_JSON_KEYS = ("threshold_params", "metrics", "training", "library_versions")
+_JSON_KEYS = (
+    "threshold_params",
+    "threshold_uncertainty",
+    "score_params",
+    "metrics",
+    "training",
+    "library_versions",
+)
 
 
 class ArtifactError(EcgAnomalyError):

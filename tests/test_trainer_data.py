@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from ecg_anomaly.cli import main
-from ecg_anomaly.schemas.datasets import DataError, Dataset, load_dataset, parse_text, split_train_test
+from ecg_anomaly.schemas.datasets import (
+    FLOAT32_MAX,
+    DataError,
+    Dataset,
+    ecg5000_files,
+    load_dataset,
+    parse_text,
+    split_train_test,
+)
 
 L = 140
 
@@ -84,19 +92,63 @@ def test_split_is_scikit_learns_train_test_split(n: int, test_size: float, seed:
         ([_csv_row(0), _csv_row(1).replace("0.5000", "-inf")], r"row 2, column 1: '-inf' is not finite"),
         # label outside 0/1
         ([_csv_row(1), _csv_row(3)], r"row 2, column 141: label 3 is not 0 or 1"),
+        # beyond float32 (where every consumer scores): the worker's bound, at load time
+        (
+            [_csv_row(1), _csv_row(1).replace("0.5070", "1e39")],
+            r"row 2, column 8: '1e39' is outside the float32",
+        ),
+        ([_csv_row(1).replace("0.5000", "-3.5e38")], r"row 1, column 1: '-3.5e38' is outside the float32"),
         # empty file, and one of blank lines only
         ([], r"file is empty"),
         (["", "   "], r"file is empty"),
-        # no normal rows
-        ([_csv_row(0), _csv_row(0)], r"no normal rows"),
     ],
-    ids=["short-row", "long-row", "non-numeric", "nan", "inf", "bad-label", "empty", "blank", "no-normal"],
+    ids=[
+        "short-row",
+        "long-row",
+        "non-numeric",
+        "nan",
+        "inf",
+        "bad-label",
+        "1e39",
+        "-3.5e38",
+        "empty",
+        "blank",
+    ],
 )
 def test_malformed_data_names_file_row_and_column(tmp_path: Path, lines: list[str], message: str) -> None:
     path = _write(tmp_path, "bad.csv", lines)
     with pytest.raises(DataError, match=message) as caught:
         load_dataset(str(path))
     assert str(path) in str(caught.value)
+
+
+def test_float32_bound_is_the_beat_schemas_and_its_maximum_loads() -> None:
+    from ecg_anomaly.schemas.messages import beat_schema
+
+    values = beat_schema()["properties"]["values"]["items"]
+    assert FLOAT32_MAX == values["maximum"] == -values["minimum"]
+    data = parse_text(",".join([repr(FLOAT32_MAX)] + ["0"] * (L - 1) + ["1"]), "edge.csv")
+    assert data.beats[0, 0] == np.float32(FLOAT32_MAX)
+
+
+def test_one_class_files_load_for_evaluation(tmp_path: Path) -> None:
+    """Only abnormal (or only normal) rows: fine to evaluate on; training checks its own needs."""
+    data = load_dataset(str(_write(tmp_path, "abnormal.csv", [_csv_row(0), _csv_row(0)])))
+    assert data.is_normal.tolist() == [False, False]
+
+
+def test_rows_remember_their_file_line_and_column(tmp_path: Path) -> None:
+    path = _write(tmp_path, "beats.csv", ["", _csv_row(1), "", _csv_row(0)])
+    data = load_dataset(str(path))
+    assert data.locate(1) == f"{path}: row 4"
+    assert data.take(np.array([1])).locate(0, 9) == f"{path}: row 4, column 10"
+    tsv = parse_text("\n".join("\t".join([str(c), *["0.25"] * L]) for c in (1, 2)), "x.tsv")
+    assert tsv.locate(1, 0) == "x.tsv: row 2, column 2"  # the class comes first
+    train_file, test_file = ecg5000_files()
+    ecg = load_dataset()
+    assert (
+        ecg.locate(0) == f"{train_file}: row 1" and ecg.locate(500, 139) == f"{test_file}: row 1, column 141"
+    )
 
 
 def test_ucr_label_must_be_a_class_number(tmp_path: Path) -> None:

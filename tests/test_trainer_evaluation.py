@@ -40,3 +40,24 @@ def test_auc_and_average_precision_match_scikit_learn() -> None:
 def test_perfect_separation() -> None:
     m = evaluate(np.array([0.1, 0.2, 0.9]), np.array([False, False, True]), threshold=0.5)
     assert m["roc_auc"] == 1.0 and m["pr_auc"] == 1.0
+
+
+def test_undefined_metrics_are_none_and_print_as_n_a() -> None:
+    """One class only, or nothing flagged: AUCs, precision, recall or F1 cannot be computed, not 0.0."""
+    only_abnormal = evaluate(np.array([0.1, 0.9]), np.array([True, True]), threshold=0.5)
+    assert only_abnormal["roc_auc"] is None and only_abnormal["pr_auc"] is None
+    assert only_abnormal["anomaly_positive"] == {
+        "accuracy": 0.5,
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": 2 / 3,
+    }
+    assert (
+        only_abnormal["normal_positive"]["recall"] is None and only_abnormal["normal_positive"]["f1"] is None
+    )
+    nothing_flagged = evaluate(np.array([0.1, 0.2, 0.3]), np.array([False, False, True]), threshold=0.5)
+    assert nothing_flagged["anomaly_positive"]["precision"] is None
+    assert nothing_flagged["roc_auc"] == 1.0
+    table = format_table(only_abnormal)
+    assert "ROC AUC n/a   PR AUC (average precision) n/a" in table
+    assert "0.5000" in table and "nan" not in table.lower()

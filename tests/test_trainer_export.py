@@ -1,21 +1,24 @@
-"""Export: ONNX/Keras parity, graph contract, metadata validation, atomic write, the tutorial model."""
+"""Export: ONNX/Keras parity, graph contract, metadata validation, atomic write, wild beats, the models."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from ecg_anomaly.schemas.artifact import ArtifactError
 from ecg_anomaly.trainer.errors import ExportError
 from ecg_anomaly.trainer.export import (
     PARITY_TOLERANCE,
+    KerasScorer,
     check_parity,
-    keras_scores,
     with_metadata,
     write_artifact,
 )
+from ecg_anomaly.trainer.latent import LatentScore
 from ecg_anomaly.trainer.presets import PRESETS
 from ecg_anomaly.trainer.scoring import ScoringModel
 from tests.support.artifact import build_small_artifact, load_test_split
@@ -28,20 +31,68 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_small_artifact(tmp_path_factory.mktemp("small"))
 
 
-def test_onnx_matches_keras_on_the_test_split(artifact: Path) -> None:
+def _keras_scorer(artifact: Path) -> KerasScorer:
+    """The artifact's Keras model and the score's constants as metadata records them (no bank)."""
     import keras
 
+    meta = ScoringModel.load(artifact).metadata
+    return KerasScorer(
+        keras.models.load_model(artifact.parent / "model.keras"), meta.norm_min, meta.norm_max, "mae"
+    )
+
+
+def test_onnx_matches_keras_on_the_test_split(artifact: Path) -> None:
     model = ScoringModel.load(artifact)
     beats, _ = load_test_split()
-    onnx_scores, _ = model.score(beats)
-    reference = keras_scores(
-        keras.models.load_model(artifact.parent / "model.keras"),
-        beats,
-        model.metadata.norm_min,
-        model.metadata.norm_max,
-    )
-    assert np.max(np.abs(onnx_scores - reference)) <= PARITY_TOLERANCE
+    _, onnx_errors = model.score(beats)
+    reference = _keras_scorer(artifact)(beats)
+    assert np.max(np.abs(onnx_errors - reference.sample_error)) <= PARITY_TOLERANCE
     assert model.metadata.metrics["onnx_keras_max_abs_diff"] <= PARITY_TOLERANCE
+
+
+def test_onnx_nearest_normals_match_the_exact_reference() -> None:
+    """The graph's k-NN (float32 ranking, exact recomputation) against the float64 reference, on codes
+    far from the origin where the float32 shortcut alone is off by far more than the tolerance."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    bank = (50 + rng.normal(0, 0.01, (300, 8))).astype(np.float32)
+    inputs = keras.Input((140,))
+    codes = keras.layers.Dense(8, name="embedding", kernel_initializer="zeros", bias_initializer="zeros")(
+        inputs
+    )
+    model = keras.Model(inputs, keras.layers.Dense(140, activation="sigmoid")(codes))
+    model.get_layer("embedding").bias.assign(bank[7] + 0.003)
+    latent = LatentScore(bank, neighbours=2, rmse_weight=0.0, rmse_ref=1.0, distance_ref=1.0)
+    scorer = KerasScorer(model, -1.0, 1.0, "fused", latent)
+    from ecg_anomaly.trainer.export import to_onnx
+
+    session = ScoringModel.load(_with_test_metadata(to_onnx(scorer, 140), latent))
+    beats = rng.normal(0, 1, (5, 140)).astype(np.float32)
+    onnx_scores, _ = session.score(beats)
+    check_parity(onnx_scores, scorer(beats).scores)
+    assert onnx_scores[0] < 0.05  # every beat has the same code, next to bank row 7
+
+
+def _with_test_metadata(proto: object, latent: LatentScore) -> bytes:
+    return with_metadata(
+        proto,
+        {
+            "model_version": "test",
+            "input_length": 140,
+            "threshold": 1.0,
+            "threshold_policy": "percentile",
+            "threshold_params": {},
+            "norm_min": -1.0,
+            "norm_max": 1.0,
+            "score": "rmse_latent_knn",
+            "score_params": latent.metadata(),
+            "metrics": {},
+            "training": {},
+            "library_versions": {"python": "3", "numpy": "2"},
+            "created_at": "2026-01-01T00:00:00Z",
+        },
+    )
 
 
 def test_graph_contract_and_dynamic_batch(artifact: Path) -> None:
@@ -70,10 +121,30 @@ def test_normalisation_is_inside_the_graph(artifact: Path) -> None:
     assert scores[0] > 10 * meta.threshold
 
 
+@pytest.mark.parametrize("value", [3e38, -3.4e38, 1e30, 1e6])
+def test_huge_legal_values_score_far_above_the_threshold_never_nan(artifact: Path, value: float) -> None:
+    """float32 allows 3e38; unclipped, the network overflows to inf and NaN, and NaN > threshold is
+    false: the beat would pass as normal. One such value in an ordinary beat must raise an alarm."""
+    model = ScoringModel.load(artifact)
+    beats, _ = load_test_split()
+    wild = beats[:3].copy()
+    wild[:, 70] = value
+    scores, errors = model.score(wild)
+    assert np.all(np.isfinite(scores)) and np.all(np.isfinite(errors))
+    assert np.all(scores > 3 * model.metadata.threshold)
+
+
 def test_metadata_records_everything_the_contract_asks(artifact: Path) -> None:
     meta = ScoringModel.load(artifact).metadata
+    props = {p.key: p.value for p in onnx.load(str(artifact)).metadata_props}
     assert meta.input_length == 140 and meta.threshold > 0
-    assert meta.threshold_policy == "max_f1" and meta.threshold_params["errors_from"] == "validation_labelled"
+    assert meta.threshold_policy == "smoothed_f1"
+    assert meta.threshold_params["errors_from"] == "validation_normal+training_abnormal"
+    uncertainty = json.loads(props["threshold_uncertainty"])
+    low, high = uncertainty["interval_90"]
+    assert low <= meta.threshold <= high and uncertainty["std"] > 0
+    assert props["score"] == "rmse_latent_knn"
+    assert json.loads(props["score_params"])["bank_size"] == PRESETS["tiny"].bank_size
     assert set(meta.library_versions) >= {
         "python",
         "numpy",
@@ -104,6 +175,11 @@ def test_parity_check_fails_above_the_tolerance() -> None:
     assert check_parity(reference + 5e-6, reference) == pytest.approx(5e-6)
     with pytest.raises(ExportError, match="parity check failed"):
         check_parity(reference + np.array([0, 0, 2e-5, 0, 0], dtype=np.float32), reference)
+    # Above 1 the tolerance is relative: float32 holds 7 digits of a large score, not 7 decimals.
+    large = np.full(3, 40.0)
+    assert check_parity(large + 2e-4, large) == pytest.approx(5e-6)
+    with pytest.raises(ExportError, match="parity check failed"):
+        check_parity(large + 1e-3, large)
 
 
 def test_failed_write_leaves_the_previous_artifact_and_no_temp_file(artifact: Path, tmp_path: Path) -> None:

@@ -20,3 +20,7 @@ def missing_training_extra(exc: ImportError) -> TrainerDependencyError:
 
 class ThresholdError(EcgAnomalyError):
     """A threshold policy cannot be applied to the errors it was given."""
+
+
+class TrainingError(EcgAnomalyError):
+    """Training finished but its result cannot be used as it stands (the message says why)."""

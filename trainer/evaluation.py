@@ -3,6 +3,10 @@
 Two conventions side by side: ``anomaly_positive`` (the one that matters for
 alerting) and ``normal_positive`` (the tutorial's: it calls a beat positive when
 its loss is below the threshold, i.e. normal).
+
+A metric that the data cannot define is ``None`` (JSON ``null``, printed "n/a"), never a
+made-up 0: ROC and PR AUC need both classes, precision needs a flagged beat, recall a
+positive one, F1 both.
 """
 
 from __future__ import annotations
@@ -51,14 +55,21 @@ def average_precision(c: Curves) -> float:
     return float(np.sum(np.diff(c.recall) * c.precision[1:]))
 
 
-def classification(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
-    """Accuracy, precision, recall and F1 of ``predicted`` against ``actual`` (both bool, True positive)."""
+def classification(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float | None]:
+    """Accuracy, precision, recall and F1 of ``predicted`` against ``actual`` (both bool, True positive).
+
+    Precision with nothing predicted positive, recall with no actual positive, and F1 without
+    both are undefined: ``None``.
+    """
     tp = int(np.sum(predicted & actual))
     fp = int(np.sum(predicted & ~actual))
     fn = int(np.sum(~predicted & actual))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    if precision is None or recall is None:
+        f1 = None
+    else:
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {
         "accuracy": float(np.mean(predicted == actual)),
         "precision": precision,
@@ -78,14 +89,15 @@ def evaluate(
     actual = np.asarray(is_anomaly, dtype=bool)
     flagged = scores > threshold
     c = curves(scores, actual)
+    both_classes = bool(actual.any() and (~actual).any())
     metrics: dict[str, Any] = {
         "n": int(actual.size),
         "n_anomalies": int(actual.sum()),
         "threshold": float(threshold),
         "anomaly_positive": classification(flagged, actual),
         "normal_positive": classification(~flagged, ~actual),
-        "roc_auc": roc_auc(c),
-        "pr_auc": average_precision(c),
+        "roc_auc": roc_auc(c) if both_classes else None,
+        "pr_auc": average_precision(c) if both_classes else None,
         "confusion_matrix": {
             "labels": ["normal", "anomaly"],
             "rows_actual_columns_predicted": [
@@ -103,6 +115,11 @@ def evaluate(
     return metrics
 
 
+def number(value: float | None, digits: int = 4) -> str:
+    """A metric for people: fixed digits, or "n/a" when the data leaves it undefined."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def format_table(metrics: dict[str, Any]) -> str:
     """A plain-text table of the headline metrics for the terminal."""
     a, n = metrics["anomaly_positive"], metrics["normal_positive"]
@@ -111,15 +128,16 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"beats {metrics['n']} ({metrics['n_anomalies']} abnormal), threshold {metrics['threshold']:.6g}",
         f"{'':22}{'accuracy':>10}{'precision':>11}{'recall':>9}{'F1':>8}",
         *(
-            f"{name:22}{m['accuracy']:>10.4f}{m['precision']:>11.4f}{m['recall']:>9.4f}{m['f1']:>8.4f}"
+            f"{name:22}{number(m['accuracy']):>10}{number(m['precision']):>11}"
+            f"{number(m['recall']):>9}{number(m['f1']):>8}"
             for name, m in (("anomaly positive", a), ("normal positive (tut.)", n))
         ),
-        f"ROC AUC {metrics['roc_auc']:.4f}   PR AUC (average precision) {metrics['pr_auc']:.4f}",
+        f"ROC AUC {number(metrics['roc_auc'])}   PR AUC (average precision) {number(metrics['pr_auc'])}",
         f"confusion (rows actual, columns predicted normal/anomaly): normal {cm[0]}, anomaly {cm[1]}",
     ]
     if "recall_by_class" in metrics:
         per_class = ", ".join(
-            f"class {k}: {v['recall']:.3f} (n={v['n']})" for k, v in metrics["recall_by_class"].items()
+            f"class {k}: {number(v['recall'], 3)} (n={v['n']})" for k, v in metrics["recall_by_class"].items()
         )
         lines.append(f"recall by abnormal class: {per_class}")
     if "training_time_s" in metrics:

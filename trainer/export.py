@@ -1,55 +1,120 @@
 """ONNX export of the scoring graph, the Keras/onnxruntime parity check, and the atomic write.
 
-The graph (see ``schemas/artifact.py``): raw beats in; min-max normalisation,
-the autoencoder and the absolute error inside; ``score`` and ``sample_error``
-out, with a dynamic batch dimension. ``tf2onnx.convert.from_keras`` fails on
-Keras 3, so a ``tf.function`` that calls the model is converted instead.
+The graph (see ``schemas/artifact.py``): raw beats in; min-max normalisation, the autoencoder,
+the absolute error and the score (:data:`SCORES`) inside; ``score`` and ``sample_error`` out, with a
+dynamic batch dimension. ``tf2onnx.convert.from_keras`` fails on Keras 3, so a ``tf.function`` that
+calls the model is converted instead. :class:`KerasScorer` computes the same thing with Keras and
+numpy: the reference the graph must match.
+
+Normalised values are clipped to ±:data:`CLIP` first. A legal float32 beat far outside the training
+range (3e38) would otherwise overflow inside the network to infinity and then NaN, and ``NaN >
+threshold`` is false: such a beat would be called normal. Clipped, it scores far above any
+threshold; no real beat comes near the clip (it is a thousand times the training range).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ecg_anomaly.schemas.artifact import INPUT_NAME, SAMPLE_ERROR_OUTPUT, SCORE_OUTPUT, encode_metadata
+from ecg_anomaly.trainer import latent as fused
 from ecg_anomaly.trainer.errors import ExportError
 from ecg_anomaly.trainer.scoring import ScoringModel
 
 PARITY_TOLERANCE = 1e-5
 OPSET = 17
+CLIP = 1000.0
+# The artifact's ``score`` for each TrainConfig.score (schemas/artifact_metadata.schema.json).
+SCORES = {"mae": "mae_normalised", "fused": "rmse_latent_knn"}
 
 
 def normalise(beats: np.ndarray, norm_min: float, norm_max: float) -> np.ndarray:
-    """The graph's normalisation in numpy, float32 like the graph."""
+    """The graph's normalisation in numpy, float32 like the graph (clip included)."""
     lo, hi = np.float32(norm_min), np.float32(norm_max)
-    return (np.asarray(beats, dtype=np.float32) - lo) / (hi - lo)
+    with np.errstate(over="ignore"):  # a huge value overflows to inf here and is clipped like the graph's
+        x = (np.asarray(beats, dtype=np.float32) - lo) / (hi - lo)
+    return np.clip(x, np.float32(-CLIP), np.float32(CLIP))
 
 
-def keras_scores(model: Any, beats: np.ndarray, norm_min: float, norm_max: float) -> np.ndarray:
-    """The score (mean absolute error in normalised space) computed by Keras, for the parity check."""
-    x = normalise(beats, norm_min, norm_max)
-    reconstruction = model.predict(x, batch_size=1024, verbose=0)
-    return np.mean(np.abs(reconstruction - x), axis=1)
+@dataclass(frozen=True)
+class Scored:
+    scores: np.ndarray  # [N]
+    sample_error: np.ndarray  # [N, L]: |reconstruction - normalised beat|
+    normalised: np.ndarray  # [N, L]
+    reconstruction: np.ndarray  # [N, L]
 
 
-def to_onnx(model: Any, norm_min: float, norm_max: float, input_length: int) -> Any:
+@dataclass(frozen=True)
+class KerasScorer:
+    """The scoring graph's definition: a Keras autoencoder, the normalisation and the score."""
+
+    model: Any
+    norm_min: float
+    norm_max: float
+    score: str  # a TrainConfig.score
+    latent: fused.LatentScore | None = None  # with score "fused"
+
+    def codes(self, beats: np.ndarray) -> np.ndarray:
+        """The encoder's output for raw beats."""
+        from ecg_anomaly.trainer.model import encoder
+
+        x = normalise(beats, self.norm_min, self.norm_max)
+        return encoder(self.model).predict(x, batch_size=1024, verbose=0)
+
+    def __call__(self, beats: np.ndarray, own_row: np.ndarray | None = None) -> Scored:
+        """Scores as the graph computes them (``own_row``: see :func:`.latent.knn_distance`)."""
+        x = normalise(beats, self.norm_min, self.norm_max)
+        if self.latent is None:
+            reconstruction = self.model.predict(x, batch_size=1024, verbose=0)
+            error = np.abs(reconstruction - x)
+            return Scored(np.mean(error, axis=1), error, x, reconstruction)
+        reconstruction, codes = self._both().predict(x, batch_size=1024, verbose=0)
+        error = np.abs(reconstruction - x)
+        distance = fused.knn_distance(codes, self.latent.bank, self.latent.neighbours, own_row)
+        return Scored(fused.fuse(fused.rmse(error), distance, self.latent), error, x, reconstruction)
+
+    def _both(self) -> Any:
+        from ecg_anomaly.trainer.model import reconstruction_and_code
+
+        return reconstruction_and_code(self.model)
+
+    def metadata(self) -> dict[str, Any]:
+        """The ``score`` entries of the artifact metadata."""
+        entries: dict[str, Any] = {"score": SCORES[self.score]}
+        if self.latent is not None:
+            entries["score_params"] = self.latent.metadata()
+        return entries
+
+
+def to_onnx(scorer: KerasScorer, input_length: int) -> Any:
     """The scoring graph as an ``onnx.ModelProto`` (no metadata yet)."""
     import tensorflow as tf
     import tf2onnx
 
-    lo, hi = np.float32(norm_min), np.float32(norm_max)
+    lo, hi = np.float32(scorer.norm_min), np.float32(scorer.norm_max)
     spec = [tf.TensorSpec([None, input_length], tf.float32, name=INPUT_NAME)]
+    latent = scorer.latent
+    network = scorer.model if latent is None else scorer._both()
 
     @tf.function(input_signature=spec)
     def scoring(beats: tf.Tensor) -> dict[str, tf.Tensor]:
         # Constants made inside the function: captured tensors would become extra graph inputs.
         x = (beats - tf.constant(lo)) / (tf.constant(hi) - tf.constant(lo))
-        error = tf.abs(model(x, training=False) - x)
+        x = tf.clip_by_value(x, tf.constant(np.float32(-CLIP)), tf.constant(np.float32(CLIP)))
+        if latent is None:
+            error = tf.abs(network(x, training=False) - x)
+            score = tf.reduce_mean(error, axis=1)
+        else:
+            reconstruction, codes = network(x, training=False)
+            error = tf.abs(reconstruction - x)
+            score = _fused_score(tf, error, codes, latent)
         return {
-            SCORE_OUTPUT: tf.identity(tf.reduce_mean(error, axis=1), name=SCORE_OUTPUT),
+            SCORE_OUTPUT: tf.identity(score, name=SCORE_OUTPUT),
             SAMPLE_ERROR_OUTPUT: tf.identity(error, name=SAMPLE_ERROR_OUTPUT),
         }
 
@@ -59,6 +124,33 @@ def to_onnx(model: Any, norm_min: float, norm_max: float, input_length: int) -> 
         raise ExportError(f"ONNX conversion failed: {exc}") from exc
     _check_names(proto)
     return proto
+
+
+def _fused_score(tf: Any, error: Any, codes: Any, latent: fused.LatentScore) -> Any:
+    """:func:`ecg_anomaly.trainer.latent.fuse` of the RMSE and the code-space k-NN distance, in TensorFlow."""
+    rmse = tf.sqrt(tf.reduce_mean(error * error, axis=1))
+    # Candidates first, ranked by 2ab - |b|² (|a - b|² less |a|², which is the same for every row of the
+    # bank): one matrix product and one addition over [N, bank]. Centred on the bank's mean, which
+    # leaves distances alone and shrinks the float32 cancellation.
+    centre = latent.bank.mean(axis=0, dtype=np.float64).astype(np.float32)
+    centred_bank = latent.bank - centre
+    a = codes - tf.constant(centre)
+    closeness = tf.matmul(a, tf.constant(2 * centred_bank.T)) + tf.constant(
+        -(centred_bank * centred_bank).sum(axis=1)[None, :]
+    )
+    candidates = min(latent.bank.shape[0], latent.neighbours + fused.EXTRA_CANDIDATES)
+    rows = tf.math.top_k(closeness, k=candidates).indices
+    offsets = a[:, None, :] - tf.gather(tf.constant(centred_bank), rows)  # [N, candidates, D]: exact
+    exact = tf.reduce_sum(offsets * offsets, axis=2)
+    nearest = -tf.math.top_k(-exact, k=latent.neighbours).values
+    distance = tf.reduce_mean(tf.sqrt(nearest), axis=1)
+    w = np.float32(latent.rmse_weight)
+    rmse_ref, distance_ref = np.float32(latent.rmse_ref), np.float32(latent.distance_ref)
+    return (
+        tf.constant(rmse_ref)
+        * tf.pow(rmse / tf.constant(rmse_ref), tf.constant(w))
+        * tf.pow(distance / tf.constant(distance_ref), tf.constant(np.float32(1) - w))
+    )
 
 
 def _check_names(proto: Any) -> None:
@@ -71,10 +163,15 @@ def _check_names(proto: Any) -> None:
 def check_parity(
     onnx_scores: np.ndarray, reference: np.ndarray, tolerance: float = PARITY_TOLERANCE
 ) -> float:
-    """Max |onnx - keras| over the beats; :class:`ExportError` above ``tolerance``."""
+    """Max |onnx - keras| over the beats, each relative to max(1, |keras|); :class:`ExportError` above
+    ``tolerance``. float32 keeps about 7 digits, so a score of 30 is as exact at 3e-5 as one of 0.3 at 3e-7.
+    """
     if onnx_scores.shape != reference.shape:
         raise ExportError(f"parity: ONNX gave shape {onnx_scores.shape}, Keras {reference.shape}")
-    diff = float(np.max(np.abs(onnx_scores.astype(np.float64) - reference.astype(np.float64))))
+    expected = reference.astype(np.float64)
+    diff = float(
+        np.max(np.abs(onnx_scores.astype(np.float64) - expected) / np.maximum(1.0, np.abs(expected)))
+    )
     if not diff <= tolerance:
         raise ExportError(
             f"parity check failed: ONNX and Keras scores differ by up to {diff:.3g} (limit {tolerance:g})"

@@ -1,18 +1,17 @@
-"""Training end to end: split → normalise → fit on normals → threshold → export → evaluate → report.
+"""Training end to end: checks → split → normalise → fit on normals → calibrate the score → threshold →
+export → evaluate → report.
 
-House rule, enforced here and tested: the test split is used only to evaluate the
-finished artifact (and for the export parity check), never for fitting, early
-stopping or choosing the threshold.
+Everything that can be checked without a model (options, paths, the data) is checked before
+TensorFlow is imported. The test split is used only to evaluate the finished artifact (and for the
+export parity check), never for fitting, early stopping, calibrating the score or the threshold.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
-import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,71 +19,36 @@ from typing import Any
 import numpy as np
 
 from ecg_anomaly.base.errors import ConfigError
-from ecg_anomaly.schemas.datasets import Dataset, require_normal_rows, split_train_test
-from ecg_anomaly.trainer import thresholds
-from ecg_anomaly.trainer.errors import missing_training_extra
+from ecg_anomaly.schemas.datasets import Dataset
+from ecg_anomaly.trainer import latent, thresholds
 from ecg_anomaly.trainer.evaluation import evaluate
 from ecg_anomaly.trainer.export import (
+    KerasScorer,
     check_parity,
-    keras_scores,
     normalise,
     save_keras,
     to_onnx,
     with_metadata,
     write_artifact,
 )
+from ecg_anomaly.trainer.fit import Fitted, Log, fit, log_to_stderr
+from ecg_anomaly.trainer.preflight import check_model_version, writable_directory
 from ecg_anomaly.trainer.presets import TrainConfig
 from ecg_anomaly.trainer.scoring import ScoringModel
+from ecg_anomaly.trainer.splits import TUTORIAL_SPLIT, Splits, SplitSettings, make_splits
 
-Log = Callable[[str], None]
-
-
-def log_to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-@dataclass(frozen=True)
-class SplitSettings:
-    test_size: float = 0.2
-    random_state: int = 21  # the tutorial's
+__all__ = ["SplitSettings", "TrainResult", "log_to_stderr", "train"]
 
 
 @dataclass
 class TrainResult:
     artifact: Path
+    sha256: str
+    report: Path | None
     metrics: dict[str, Any]
     threshold: thresholds.Threshold
     history: dict[str, list[float]]
-    training: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Splits:
-    """The training split cut into the part the model fits and a labelled validation part."""
-
-    fit: Dataset
-    validation: Dataset | None
-    test: Dataset
-
-
-def make_splits(dataset: Dataset, config: TrainConfig, split: SplitSettings, seed: int) -> Splits:
-    """Test split first (the tutorial's), then a stratified validation part of the training split."""
-    if dataset.is_normal is None:
-        raise ConfigError(f"{dataset.source}: training needs labelled data")
-    train, test = split_train_test(dataset, split.test_size, split.random_state)
-    require_normal_rows(train)
-    if config.validation_fraction == 0:
-        return Splits(fit=train, validation=None, test=test)
-    rng = np.random.default_rng(seed)
-    held_out = np.zeros(len(train), dtype=bool)
-    assert train.is_normal is not None
-    for group in (train.is_normal, ~train.is_normal):
-        index = rng.permutation(np.flatnonzero(group))
-        held_out[index[: round(config.validation_fraction * index.size)]] = True
-    fit, validation = train.take(np.flatnonzero(~held_out)), train.take(np.flatnonzero(held_out))
-    require_normal_rows(fit)
-    require_normal_rows(validation)
-    return Splits(fit=fit, validation=validation, test=test)
+    training: dict[str, Any]
 
 
 def train(
@@ -93,135 +57,182 @@ def train(
     out_dir: Path,
     *,
     seed: int = 1,
-    split: SplitSettings = SplitSettings(),
+    split: SplitSettings = TUTORIAL_SPLIT,
     model_version: str | None = None,
     quiet: bool = False,
     report: bool = True,
+    verbose: bool = False,
     log: Log = log_to_stderr,
 ) -> TrainResult:
     """Train, export ``out_dir/model.onnx`` (+ ``model.keras``, ``metrics.json``, report) and evaluate."""
     config.validate()
-    keras, tf = _import_tensorflow()
-    keras.utils.set_random_seed(seed)  # python, numpy and TensorFlow
-    tf.config.experimental.enable_op_determinism()
-
+    if seed < 0:
+        raise ConfigError(f"--seed {seed}: must be 0 or more")
+    version = check_model_version(
+        model_version or f"{datetime.now(UTC):%Y%m%d%H%M%S}-{config.preset}-s{seed}"
+    )
     splits = make_splits(dataset, config, split, seed)
-    norm_min, norm_max = float(splits.fit.beats.min()), float(splits.fit.beats.max())
-    if splits.validation is not None:  # min-max over every training-split row, as the tutorial
-        norm_min = min(norm_min, float(splits.validation.beats.min()))
-        norm_max = max(norm_max, float(splits.validation.beats.max()))
-    fit_normal = normalise(_normal_beats(splits.fit), norm_min, norm_max)
+    writable_directory(out_dir, "--out-dir")
+    log(f"training preset {config.preset} on {dataset.source} ({len(dataset)} beats), seed {seed}")
+
+    training_beats = splits.training().beats  # min-max over every training-split row, as the tutorial
+    norm_min, norm_max = float(training_beats.min()), float(training_beats.max())
+    fit_normal = normalise(_normal(splits.fit), norm_min, norm_max)
     val_normal = (
-        None if splits.validation is None else normalise(_normal_beats(splits.validation), norm_min, norm_max)
+        None if splits.validation is None else normalise(_normal(splits.validation), norm_min, norm_max)
     )
+    fitted = fit(config, fit_normal, val_normal, seed, quiet, log, verbose)
 
-    from ecg_anomaly.trainer.model import build_autoencoder
-
+    calibrated = calibrated_scorer(config, fitted.model, splits, norm_min, norm_max, seed)
+    scorer = calibrated.scorer
+    threshold = choose_threshold(config, calibrated, splits, seed)
     input_length = dataset.beats.shape[1]
-    model = build_autoencoder(config, input_length)
-    started = time.perf_counter()
-    history = model.fit(
-        fit_normal,
-        fit_normal,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        validation_data=None if val_normal is None else (val_normal, val_normal),
-        shuffle=True,
-        verbose=0,
-        callbacks=_callbacks(keras, config, quiet, log),
-    )
-    training_time = time.perf_counter() - started
-    losses = {k: [float(v) for v in values] for k, values in history.history.items()}
-
-    threshold = choose_threshold(config, model, splits, norm_min, norm_max)
-    training = {
-        **config.as_dict(),
-        "seed": seed,
-        "data": dataset.source,
-        "split": {"test_size": split.test_size, "random_state": split.random_state},
-        "rows": {"fit_normal": int(fit_normal.shape[0]), "test": len(splits.test)}
-        | ({} if splits.validation is None else {"validation": len(splits.validation)}),
-        "epochs_run": len(losses["loss"]),
-        "training_time_s": round(training_time, 2),
-    }
+    training = _training_record(config, fitted, splits, dataset, split, seed)
     metadata: dict[str, Any] = {
-        "model_version": model_version or f"{datetime.now(UTC):%Y%m%d%H%M%S}-{config.preset}-s{seed}",
+        "model_version": version,
         "input_length": input_length,
         "threshold": threshold.value,
         "threshold_policy": threshold.policy,
         "threshold_params": threshold.params,
         "norm_min": norm_min,
         "norm_max": norm_max,
-        "score": "mae_normalised",
+        **scorer.metadata(),
         "metrics": {},
         "training": training,
         "library_versions": _library_versions(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
+    if "interval_90" in threshold.params:
+        low, high = threshold.params["interval_90"]
+        metadata["threshold_uncertainty"] = {
+            "std": threshold.params["std"],
+            "interval_90": [low, high],
+            "method": f"bootstrap, {threshold.params['resamples']} resamples",
+        }
 
     # Export, and accept it only if onnxruntime agrees with Keras on the test split.
-    proto = to_onnx(model, norm_min, norm_max, input_length)
+    proto = to_onnx(scorer, input_length)
+    reference = scorer(splits.test.beats)
     test_scores, _ = ScoringModel.load(with_metadata(proto, metadata)).score(splits.test.beats)
-    parity = check_parity(test_scores, keras_scores(model, splits.test.beats, norm_min, norm_max))
+    parity = check_parity(test_scores, reference.scores)
     metrics = evaluate(test_scores, splits.test.is_anomaly, threshold.value, splits.test.classes)
-    metrics |= {"training_time_s": round(training_time, 2), "onnx_keras_max_abs_diff": parity}
+    metrics |= {"training_time_s": round(fitted.seconds, 2), "onnx_keras_max_abs_diff": parity}
     metadata["metrics"] = metrics
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    artifact = write_artifact(
-        with_metadata(proto, metadata), out_dir / "model.onnx", splits.test.beats, test_scores
-    )
-    save_keras(model, out_dir / "model.keras")
-    summary = metrics_document(metrics, metadata)
+    artifact_bytes = with_metadata(proto, metadata)
+    artifact = write_artifact(artifact_bytes, out_dir / "model.onnx", splits.test.beats, test_scores)
+    sha256 = hashlib.sha256(artifact_bytes).hexdigest()
+    save_keras(fitted.model, out_dir / "model.keras")
+    summary = metrics_document(metrics, metadata) | {"sha256": sha256}
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    report_path = None
     if report:
         from ecg_anomaly.trainer.report import ReportInputs, write_report
 
-        x_test = normalise(splits.test.beats, norm_min, norm_max)
-        write_report(
-            out_dir,
+        report_path = write_report(
+            out_dir / "report.html",
             ReportInputs(
-                history=losses,
-                normalised=x_test,
-                reconstructed=model.predict(x_test, batch_size=1024, verbose=0),
-                scores=test_scores,
+                history=fitted.history,
+                best_epoch=fitted.best_epoch,
+                scored=reference,
+                onnx_scores=test_scores,
                 is_anomaly=splits.test.is_anomaly,
+                classes=splits.test.classes,
                 summary=summary,
+                library_versions=metadata["library_versions"],
             ),
         )
-    return TrainResult(artifact, metrics, threshold, losses, training)
+    return TrainResult(artifact, sha256, report_path, metrics, threshold, fitted.history, training)
 
 
 def metrics_document(metrics: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
     """``metrics.json``: the test metrics plus what produced them (same shape from ``evaluate``)."""
-    keys = ("model_version", "threshold_policy", "threshold_params", "training")
+    keys = (
+        "model_version",
+        "threshold_policy",
+        "threshold_params",
+        "threshold_uncertainty",
+        "score",
+        "score_params",
+        "training",
+    )
     return {"metrics": metrics, **{k: metadata[k] for k in keys if k in metadata}}
 
 
+@dataclass(frozen=True)
+class Calibrated:
+    """The scoring definition, and how to score the held-out normal beats without bias."""
+
+    scorer: KerasScorer
+    held_out_rows: np.ndarray | None  # each validation normal's row in the code bank (-1: not in it)
+
+    def held_out(self, normal: np.ndarray) -> np.ndarray:
+        """Scores of the validation part's normal beats, each measured without its own code."""
+        return self.scorer(normal, self.held_out_rows).scores
+
+
+def calibrated_scorer(
+    config: TrainConfig, model: Any, splits: Splits, norm_min: float, norm_max: float, seed: int
+) -> Calibrated:
+    """The scoring definition. For the fused score: a bank of the codes of every training-split normal
+    beat (capped at ``bank_size``); its constants from the validation part's normal beats, which the
+    model did not fit and whose distances leave out their own codes; its k chosen on those and the
+    training split's abnormal beats. Never the test split."""
+    scorer = KerasScorer(model, norm_min, norm_max, config.score)
+    if config.score != "fused":
+        return Calibrated(scorer, None)
+    assert splits.validation is not None  # TrainConfig.validate guarantees it
+    held_out = _normal(splits.validation)
+    fit_codes, held_out_codes = scorer.codes(_normal(splits.fit)), scorer.codes(held_out)
+    codes = np.concatenate([fit_codes, held_out_codes])
+    kept = latent.choose_bank(codes.shape[0], config.bank_size, seed)
+    rows = latent.own_rows(np.arange(fit_codes.shape[0], codes.shape[0]), kept)
+    training = splits.training()
+    abnormal = training.beats[~_labels(training)]
+    calibration = latent.select(
+        codes[kept].astype(np.float32),
+        latent.Beats(scorer(held_out).sample_error, held_out_codes, rows),
+        latent.Beats(scorer(abnormal).sample_error, scorer.codes(abnormal)),
+        config.neighbours,
+        config.rmse_weight,
+    )
+    scored = KerasScorer(model, norm_min, norm_max, config.score, calibration)
+    return Calibrated(scored, rows)
+
+
 def choose_threshold(
-    config: TrainConfig, model: Any, splits: Splits, norm_min: float, norm_max: float
+    config: TrainConfig, calibrated: Calibrated, splits: Splits, seed: int
 ) -> thresholds.Threshold:
-    """Apply the configured policy to training-split errors only (never ``splits.test``)."""
+    """Apply the configured policy to training-split scores only (never ``splits.test``)."""
     params = dict(config.threshold_params)
+    scorer = calibrated.scorer
     if splits.validation is None:
-        source, errors = "training_normal", keras_scores(model, _normal_beats(splits.fit), norm_min, norm_max)
+        source, normal = "training_normal", scorer(_normal(splits.fit)).scores
     else:
-        source, errors = (
-            "validation_normal",
-            keras_scores(model, _normal_beats(splits.validation), norm_min, norm_max),
-        )
+        source, normal = "validation_normal", calibrated.held_out(_normal(splits.validation))
     match config.threshold_policy:
         case "mean_std":
-            chosen = thresholds.mean_std(errors, **params)
+            chosen = thresholds.mean_std(normal, **params)
         case "percentile":
-            chosen = thresholds.percentile(errors, **params)
+            chosen = thresholds.percentile(normal, **params)
         case "false_alarm_rate":
-            chosen = thresholds.false_alarm_rate(errors, **params)
-        case "max_f1":
+            chosen = thresholds.false_alarm_rate(normal, **params)
+        case "max_f1" | "smoothed_f1":
             assert splits.validation is not None  # TrainConfig.validate guarantees it
-            source = "validation_labelled"
-            labelled = keras_scores(model, splits.validation.beats, norm_min, norm_max)
-            chosen = thresholds.max_f1(labelled, splits.validation.is_anomaly)
+            # The model never trains on abnormal beats, so every abnormal beat of the training split
+            # scores as an unseen one (max_f1 keeps to the validation part's, as it always did).
+            # Normal beats come from the validation part only, each counting for as many training
+            # normals as there are per validation normal.
+            pool = splits.training() if config.threshold_policy == "smoothed_f1" else splits.validation
+            abnormal = scorer(pool.beats[~_labels(pool)]).scores
+            errors = np.concatenate([normal, abnormal])
+            labels = np.arange(errors.size) >= normal.size
+            if config.threshold_policy == "max_f1":
+                source, chosen = "validation_labelled", thresholds.max_f1(errors, labels)
+            else:
+                source = "validation_normal+training_abnormal"
+                weight = float(_labels(splits.training()).sum() / normal.size)
+                chosen = thresholds.smoothed_f1(errors, labels, normal_weight=weight, seed=seed, **params)
         case other:
             raise ConfigError(f"unknown threshold policy {other!r}")
     # Rounded to float32, the scores' type, so "score > threshold" gives the same answer in every consumer.
@@ -229,49 +240,32 @@ def choose_threshold(
     return thresholds.Threshold(value, chosen.policy, {**chosen.params, "errors_from": source})
 
 
-def _normal_beats(dataset: Dataset) -> np.ndarray:
+def _training_record(
+    config: TrainConfig, fitted: Fitted, splits: Splits, dataset: Dataset, split: SplitSettings, seed: int
+) -> dict[str, Any]:
+    rows = {"fit_normal": int(_labels(splits.fit).sum()), "test": len(splits.test)}
+    if splits.validation is not None:
+        rows["validation"] = len(splits.validation)
+    return {
+        **config.as_dict(),
+        "seed": seed,
+        "data": dataset.source,
+        "split": {"test_size": split.test_size, "random_state": split.random_state},
+        "rows": rows,
+        "epochs_run": len(fitted.history["loss"]),
+        "best_epoch": fitted.best_epoch,
+        "max_epochs": fitted.max_epochs,
+        "training_time_s": round(fitted.seconds, 2),
+    }
+
+
+def _labels(dataset: Dataset) -> np.ndarray:
     assert dataset.is_normal is not None
-    return dataset.beats[dataset.is_normal]
+    return dataset.is_normal
 
 
-def _callbacks(keras: Any, config: TrainConfig, quiet: bool, log: Log) -> list[Any]:
-    callbacks: list[Any] = []
-    if config.patience is not None:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=config.patience, restore_best_weights=True
-            )
-        )
-    if config.plateau_patience is not None:
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=0.5, patience=config.plateau_patience, min_lr=1e-5
-            )
-        )
-    if not quiet:
-
-        class Progress(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
-            def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-                self.started = time.perf_counter()
-
-            def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-                logs = logs or {}
-                val = f"  val_loss {logs['val_loss']:.5f}" if "val_loss" in logs else ""
-                seconds = time.perf_counter() - self.started
-                loss = logs.get("loss", float("nan"))
-                log(f"epoch {epoch + 1:>3}/{config.epochs}  loss {loss:.5f}{val}  {seconds:.1f}s")
-
-        callbacks.append(Progress())
-    return callbacks
-
-
-def _import_tensorflow() -> tuple[Any, Any]:
-    try:
-        import keras
-        import tensorflow as tf
-    except ImportError as exc:
-        raise missing_training_extra(exc) from exc
-    return keras, tf
+def _normal(dataset: Dataset) -> np.ndarray:
+    return dataset.beats[_labels(dataset)]
 
 
 def _library_versions() -> dict[str, str]:

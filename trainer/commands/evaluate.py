@@ -25,8 +25,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ecg_anomaly.schemas.datasets import load_dataset
     from ecg_anomaly.trainer.evaluation import evaluate, format_table
+    from ecg_anomaly.trainer.preflight import writable_file, write_file
     from ecg_anomaly.trainer.scoring import ScoringModel
 
+    if args.out is not None:
+        writable_file(args.out, "--out")
     model = ScoringModel.load(args.model)
     meta = model.metadata if args.threshold is None else model.metadata.with_threshold(args.threshold)
     data = load_dataset(args.data, args.format, input_length=meta.input_length)
@@ -41,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
             "threshold_params": meta.threshold_params,
             "data": data.source,
         }
-        args.out.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        write_file(args.out, "--out", json.dumps(document, indent=2, sort_keys=True) + "\n")
     return 0

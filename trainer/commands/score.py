@@ -23,8 +23,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ecg_anomaly.schemas.datasets import load_dataset
+    from ecg_anomaly.trainer.preflight import writable_file, write_file
     from ecg_anomaly.trainer.scoring import ScoringModel
 
+    writable_file(args.out, "--out")
     model = ScoringModel.load(args.model)
     data = load_dataset(args.data, args.format, input_length=model.metadata.input_length, labelled=False)
     scores, _ = model.score(data.beats)
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         "index,score,anomaly",
         *(f"{i},{s:.8g},{int(f)}" for i, (s, f) in enumerate(zip(scores, flagged, strict=True))),
     ]
-    args.out.write_text("\n".join(lines) + "\n")
+    write_file(args.out, "--out", "\n".join(lines) + "\n")
     print(
         f"{len(scores)} beats scored, {int(flagged.sum())} above the threshold "
         f"{model.metadata.threshold:.6g}; wrote {args.out}",

@@ -12,7 +12,7 @@ from typing import Any
 
 from ecg_anomaly.base.errors import ConfigError
 from ecg_anomaly.schemas.datasets import add_data_options
-from ecg_anomaly.trainer.presets import PRESETS, TrainConfig
+from ecg_anomaly.trainer.presets import ARCHITECTURES, PRESETS, SCORES, TrainConfig
 from ecg_anomaly.trainer.thresholds import POLICIES
 
 # The option that sets each policy's parameter, and its default when the policy is chosen on the command line.
@@ -21,6 +21,7 @@ POLICY_PARAMS: dict[str, tuple[str, float] | None] = {
     "percentile": ("q", 99.0),
     "false_alarm_rate": ("rate", 0.01),
     "max_f1": None,
+    "smoothed_f1": None,
 }
 
 
@@ -38,9 +39,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-seed", type=int, default=21, help="test split random_state (default: 21)")
     parser.add_argument("--model-version", help="default: <UTC timestamp>-<preset>-s<seed>")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    parser.add_argument("--verbose", action="store_true", help="keep TensorFlow's own log lines")
     parser.add_argument("--no-report", action="store_true", help="skip report.html and its plots")
     model = parser.add_argument_group("model (override the preset)")
-    model.add_argument("--encoder", type=_sizes, metavar="N,N,...", help="encoder layer sizes, e.g. 128,64")
+    model.add_argument("--architecture", choices=ARCHITECTURES, help="dense or conv (the default preset's)")
+    model.add_argument(
+        "--encoder", type=_sizes, metavar="N,N,...", help="dense: encoder layer sizes, e.g. 128,64"
+    )
     model.add_argument("--embedding", type=int, metavar="N", help="embedding (bottleneck) size")
     model.add_argument("--epochs", type=int, help="maximum epochs")
     model.add_argument("--batch-size", type=int)
@@ -53,6 +58,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--plateau-patience",
         type=int,
         help="halve the learning rate after N epochs without improvement; 0: off",
+    )
+    model.add_argument(
+        "--score",
+        choices=SCORES,
+        help="fused (the default preset's: reconstruction error with the code-space distance to the nearest "
+        "training normals) or mae (mean absolute error, the tutorial's)",
     )
     threshold = parser.add_argument_group("threshold (override the preset)")
     threshold.add_argument("--threshold-policy", choices=POLICIES)
@@ -89,7 +100,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if own is not None:
         params.setdefault(*own)
     changes: dict[str, Any] = {
+        "architecture": args.architecture,
         "encoder": args.encoder,
+        "score": args.score,
         "embedding": args.embedding,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -109,13 +122,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from ecg_anomaly.schemas.datasets import load_dataset
     from ecg_anomaly.trainer.evaluation import format_table
-    from ecg_anomaly.trainer.train import SplitSettings, log_to_stderr, train
+    from ecg_anomaly.trainer.train import SplitSettings, train
 
     config = config_from_args(args)
     dataset = load_dataset(args.data, args.format)
-    log_to_stderr(
-        f"training preset {config.preset} on {dataset.source} ({len(dataset)} beats), seed {args.seed}"
-    )
     result = train(
         config,
         dataset,
@@ -125,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
         model_version=args.model_version,
         quiet=args.quiet,
         report=not args.no_report,
+        verbose=args.verbose,
     )
     print(format_table(result.metrics))
-    print(f"artifact: {result.artifact} (threshold policy {result.threshold.policy})")
+    print(f"artifact: {result.artifact}")
+    print(f"sha256:   {result.sha256}")
+    print(f"report:   {result.report if result.report is not None else '(none: --no-report)'}")
     return 0

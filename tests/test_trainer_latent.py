@@ -1,0 +1,87 @@
+"""The fused score's numpy reference: code-space nearest neighbours, the bank, leave-one-out, the fusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ecg_anomaly.trainer import latent
+from ecg_anomaly.trainer.errors import TrainingError
+
+
+def test_knn_distance_is_the_mean_distance_to_the_k_nearest() -> None:
+    bank = np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]], dtype=np.float32)
+    codes = np.array([[0.0, 0.0], [3.0, 0.0]], dtype=np.float32)
+    assert latent.knn_distance(codes, bank, 1).tolist() == [0.0, 3.0]
+    assert latent.knn_distance(codes, bank, 2).tolist() == pytest.approx([2.5, 3.5])  # (0+5)/2, (3+4)/2
+
+
+def test_knn_distance_is_exact_where_float32_cancels() -> None:
+    """Codes far from the origin and close to each other: |a|²-2ab+|b|² in float32 loses the answer."""
+    offset = np.full((1, 32), 100.0)
+    bank = (offset + np.eye(32)[:4] * 1e-3).astype(np.float32)
+    codes = (offset + np.eye(32)[4:5] * 1e-3).astype(np.float32)
+    expected = np.sqrt(2) * 1e-3  # two unit offsets of 1e-3 apart
+    assert latent.knn_distance(codes, bank, 1)[0] == pytest.approx(expected, rel=1e-3)
+    a, b = codes[0], bank
+    naive = np.sqrt(np.maximum((a * a).sum() - 2 * b @ a + (b * b).sum(axis=1), 0)).min()
+    assert abs(naive - expected) > 1e-4  # what the exact recomputation in the graph avoids
+
+
+def test_own_row_leaves_a_beat_out_of_its_own_neighbours() -> None:
+    bank = np.array([[0.0], [1.0], [3.0]], dtype=np.float32)
+    codes = np.array([[1.0], [1.0]], dtype=np.float32)
+    own = np.array([1, -1])  # the first code is bank row 1; the second is not in the bank
+    assert latent.knn_distance(codes, bank, 1, own).tolist() == [1.0, 0.0]
+
+
+def test_bank_keeps_everything_or_a_seeded_subset_and_finds_its_members() -> None:
+    assert latent.choose_bank(5, 10, seed=1).tolist() == [0, 1, 2, 3, 4]
+    kept = latent.choose_bank(100, 10, seed=1)
+    assert kept.size == 10 and np.all(np.diff(kept) > 0)
+    assert np.array_equal(kept, latent.choose_bank(100, 10, seed=1))
+    rows = latent.own_rows(np.arange(100), kept)
+    assert np.array_equal(np.flatnonzero(rows >= 0), kept)
+    assert np.array_equal(rows[kept], np.arange(10))
+
+
+def test_fusion_is_a_weighted_geometric_mean_in_error_units() -> None:
+    score = latent.LatentScore(np.zeros((2, 3), np.float32), 1, 0.25, rmse_ref=0.02, distance_ref=0.5)
+    # A beat as typical as the held-out normals scores rmse_ref.
+    assert latent.fuse(np.array([0.02]), np.array([0.5]), score)[0] == pytest.approx(0.02)
+    # Twice the error and 16x the distance: 0.02 * 2**0.25 * 16**0.75.
+    assert latent.fuse(np.array([0.04]), np.array([8.0]), score)[0] == pytest.approx(0.02 * 2**0.25 * 8)
+    plain = latent.LatentScore(np.zeros((2, 3), np.float32), 1, 1.0, rmse_ref=0.02, distance_ref=0.5)
+    assert latent.fuse(np.array([0.07]), np.array([9.0]), plain)[0] == pytest.approx(0.07)
+
+
+def test_calibration_uses_held_out_medians_and_refuses_a_degenerate_one() -> None:
+    bank = np.array([[0.0], [10.0]], dtype=np.float32)
+    errors = np.array([[0.1, 0.1], [0.2, 0.2], [0.3, 0.3]], dtype=np.float32)
+    held_out = latent.Beats(errors, np.array([[1.0], [2.0], [9.0]], dtype=np.float32))
+    score = latent.calibrate(bank, held_out, neighbours=1, rmse_weight=0.2)
+    assert (score.rmse_ref, score.distance_ref) == (pytest.approx(0.2), pytest.approx(1.0))
+    assert score.metadata()["bank_size"] == 2 and score.metadata()["code_size"] == 1
+    with pytest.raises(TrainingError, match="duplicate a training beat"):
+        latent.calibrate(bank, latent.Beats(errors, np.zeros((3, 1), np.float32)), 1, 0.2)
+
+
+def test_k_is_chosen_on_held_out_beats_and_recorded() -> None:
+    """A bank with one mislabelled member (an abnormal beat among normals) next to the abnormal beats:
+    with k = 1 they look normal, with k = 2 the mislabelled one is outvoted."""
+    rng = np.random.default_rng(4)
+    normal_codes = rng.normal(0, 1, (200, 2))
+    bank = np.vstack([normal_codes[:150], [[8.0, 8.0]]]).astype(np.float32)
+    errors = np.full((50, 4), 0.1, np.float32)
+    held_out = latent.Beats(errors, normal_codes[150:].astype(np.float32))
+    abnormal = latent.Beats(errors, (np.array([8.0, 8.0]) + rng.normal(0, 0.05, (50, 2))).astype(np.float32))
+    chosen = latent.select(bank, held_out, abnormal, (1, 2, 3), rmse_weight=0.0)
+    aucs = chosen.selection
+    assert (
+        aucs["1"] < aucs["2"]
+        and chosen.neighbours in (2, 3)
+        and aucs[str(chosen.neighbours)] == max(aucs.values())
+    )
+    assert chosen.metadata()["neighbours_validation_roc_auc"] == aucs
+    fixed = latent.select(bank, held_out, abnormal, (1,), rmse_weight=0.0)
+    assert fixed.neighbours == 1 and list(fixed.selection) == ["1"]
