@@ -8,11 +8,7 @@ from pathlib import Path
 import pytest
 
 from ecg_anomaly.base.errors import ConfigError
-from ecg_anomaly.base.kafka import SECRETS
-from ecg_anomaly.schemas import messages as m
-from ecg_anomaly.worker.options import ALL_OPTIONS
 from ecg_anomaly.worker.settings import configure, load_settings
-from tests.support.broker import REPO
 
 
 def _settings(argv: list[str], env: dict[str, str] | None = None):
@@ -73,14 +69,3 @@ def test_secrets_come_from_env_or_file_and_never_show(tmp_path: Path) -> None:
     assert (config["sasl.mechanism"], config["sasl.username"]) == ("SCRAM-SHA-512", "svc")
     for shown in (repr(s), str(s.public())):
         assert "file-pw-123" not in shown and "env-pw-456" not in shown
-
-
-def test_readme_documents_every_option_and_reason() -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Worker") :]
-    for option in ALL_OPTIONS:
-        assert f"| `{option.flag}` | `{option.env}` |" in section, option.flag
-    for _, env, _ in SECRETS:
-        assert f"`{env}`" in section
-    for reason in m.DEAD_LETTER_REASONS:
-        assert f"| `{reason}` |" in section
