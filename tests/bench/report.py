@@ -1,4 +1,4 @@
-"""The benchmark's results as one Markdown table (printed by ``make bench``, pasted into the README).
+"""The benchmark's results as one Markdown table (printed by ``make bench``; docs/performance.md keeps runs).
 
 ``python -m tests.bench.report bench-results/bench.json`` prints the table of a saved run again.
 """
