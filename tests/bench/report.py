@@ -16,7 +16,10 @@ def _n(x: float) -> str:
 
 
 def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "n/a"
+    """One decimal at most: run to run, this machine's rates move by up to 20%."""
+    if not b:
+        return "n/a"
+    return f"{a / b:,.0f}x" if a / b >= 10 else f"{a / b:.1f}x"
 
 
 def table(results: dict[str, Any]) -> str:
