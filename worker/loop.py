@@ -122,11 +122,9 @@ class Worker:
             self._tick()
             self._maybe_reload()
             self._follow_limits()
-            for batch in self._next_batches():
-                self._publish(batch)
+            self._publish(self._next_batches())
             self._rewind_if(self.delivery.settle())
-        for batch in self._guarded(self.pipeline.flush):
-            self._publish(batch)
+        self._publish(self._guarded(self.pipeline.flush))
         self.pipeline.close()
         log.info("stop requested: last batch done, draining")
         self.delivery.drain()
@@ -172,8 +170,8 @@ class Worker:
             raise FatalError(f"processing a batch failed unexpectedly: {exc!r}") from exc
         return []
 
-    def _publish(self, batch: ScoredBatch) -> None:
-        self._rewind_if(self.delivery.publish(batch))
+    def _publish(self, batches: list[ScoredBatch]) -> None:
+        self._rewind_if(publish_in_order(batches, self.delivery.publish))
 
     def _done(self, tally: Tally) -> None:
         """A batch's outputs are safe: count it; the failure streak ends."""
@@ -232,8 +230,7 @@ class Worker:
             backoff = RETRY_BACKOFF
         if self._failed_batches >= MAX_FAILED_BATCHES:
             raise FatalError(f"{self._failed_batches} batches in a row could not be published")
-        later = self.pipeline.drop()
-        rewind = {tp: min(offset, later.get(tp, offset)) for tp, offset in {**later, **rewind}.items()}
+        rewind = earliest(rewind, self.pipeline.drop())
         self._reread_limits()
         for (topic, partition), offset in rewind.items():
             if (topic, partition) not in self.rebalance.partitions:
@@ -301,11 +298,33 @@ class Worker:
         bounds = self.limits.producer_bounds()
         if bounds == self._bounds:
             return
-        for batch in self._guarded(self.pipeline.flush):
-            self._publish(batch)
+        self._publish(self._guarded(self.pipeline.flush))
         log.info(
             "output topic limits changed: new producer",
             extra={"message_max_bytes": bounds.message_max_bytes, "batch_size": bounds.batch_size},
         )
         self._bounds = bounds
         self.delivery.replace_producer(self._producers(bounds))
+
+
+def earliest(a: Offsets, b: Offsets) -> Offsets:
+    """Per partition, the earlier of the two offsets (either's where only one has it)."""
+    return {tp: min(offset, b.get(tp, offset)) for tp, offset in {**b, **a}.items()}
+
+
+def publish_in_order(
+    batches: list[ScoredBatch], publish: Callable[[ScoredBatch], Offsets | None]
+) -> Offsets | None:
+    """Publish ``batches`` in input order; after one that failed, none: they are re-read with it.
+
+    Returns where to rewind (None when all were published). Exactly-once, a batch published after
+    a failed one committed its offsets, past the failed batch's records when they share a partition;
+    the rewind then re-read both: the later batch's outputs were published twice.
+    """
+    for i, batch in enumerate(batches):
+        rewind = publish(batch)
+        if rewind is not None:
+            for later in batches[i + 1 :]:
+                rewind = earliest(rewind, later.first)
+            return rewind
+    return None
