@@ -28,6 +28,7 @@ from ecg_anomaly.worker.broker_link import BrokerLink
 from ecg_anomaly.worker.clients import FatalError, client_failure
 from ecg_anomaly.worker.decode import BeatDecoder
 from ecg_anomaly.worker.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from ecg_anomaly.worker.episodes.partitions import EpisodePartitions
 from ecg_anomaly.worker.health import HealthState
 from ecg_anomaly.worker.inflight import Offsets
 from ecg_anomaly.worker.metrics import WorkerMetrics
@@ -62,6 +63,7 @@ class Worker:
         health: HealthState,
         watchdog: Watchdog,
         link: BrokerLink,
+        episodes: EpisodePartitions | None = None,
     ) -> None:
         s = self.settings = settings
         self.consumer, self.metrics, self.health, self.watchdog, self.link = (
@@ -79,15 +81,19 @@ class Worker:
         )
         self.reloader = ModelReloader(s.model, s.model_sha256, s.threshold, s.inference_threads)
         outputs = OutputBuilder(s.anomaly_topic, s.scores_topic, s.dlq_topic, s.group_id, s.client_id, limits)
-        self.pipeline = ScoringPipeline(model, self._decoder(model), outputs, metrics)
+        self.episodes = episodes
+        store, changelog = (None, None) if episodes is None else (episodes.store, episodes.writer)
+        self.pipeline = ScoringPipeline(model, self._decoder(model), outputs, metrics, store)
         self._counter = Counter(metrics)
         producer = producers(self._bounds)
         self.delivery: Delivery = (
-            ExactlyOnce(s, consumer, producer, watchdog, metrics, self._done)
+            ExactlyOnce(s, consumer, producer, watchdog, metrics, self._done, changelog)
             if s.exactly_once
-            else AtLeastOnce(s, consumer, producer, watchdog, metrics, self._done, self._tick)
+            else AtLeastOnce(s, consumer, producer, watchdog, metrics, self._done, self._tick, changelog)
         )
-        self.rebalance = Rebalance(self.pipeline, self.delivery, metrics, link, self.delivery.publish)
+        self.rebalance = Rebalance(
+            self.pipeline, self.delivery, metrics, link, self.delivery.publish, episodes
+        )
         self._stopping = False
         self._next_reload = time.monotonic() + s.reload_interval
         self._last_connected = time.monotonic()
@@ -230,11 +236,15 @@ class Worker:
             backoff = RETRY_BACKOFF
         if self._failed_batches >= MAX_FAILED_BATCHES:
             raise FatalError(f"{self._failed_batches} batches in a row could not be published")
-        rewind = earliest(rewind, self.pipeline.drop())
+        rewind = {
+            tp: offset
+            for tp, offset in earliest(rewind, self.pipeline.drop()).items()
+            if tp in self.rebalance.partitions
+        }
+        if self.episodes is not None:  # their state stepped past the rewind: reload it
+            rewind = self.episodes.rewound(self.consumer, rewind)
         self._reread_limits()
         for (topic, partition), offset in rewind.items():
-            if (topic, partition) not in self.rebalance.partitions:
-                continue
             try:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as exc:  # moved away meanwhile: its next owner starts from the commit
