@@ -38,10 +38,12 @@ LOG = "log"
 
 
 class _Producer:
-    """Keeps each produced record with its delivery callback until the test delivers it."""
+    """Keeps each produced record until the test has the broker answer it (``deliver``); as
+    librdkafka, it reports the answers to the delivery callbacks only inside ``poll`` and ``flush``."""
 
     def __init__(self, fail_commit: KafkaError | None = None) -> None:
         self.pending: list[tuple[Any, str, bytes | None, int]] = []
+        self.answered: list[tuple[Any, Any]] = []
         self.calls: list[str] = []
         self.fail_commit = fail_commit
 
@@ -53,16 +55,20 @@ class _Producer:
         keep = []
         for callback, t, key, p in self.pending:
             if topic is None or t == topic:
-                callback(error, None)
+                self.answered.append((callback, error))
             else:
                 keep.append((callback, t, key, p))
         self.pending = keep
 
     def poll(self, _timeout: float = 0) -> int:
-        return 0
+        answered, self.answered = self.answered, []
+        for callback, error in answered:
+            callback(error, None)
+        return len(answered)
 
     def flush(self, _timeout: float = 0) -> int:
         self.deliver()
+        self.poll()
         return 0
 
     def begin_transaction(self) -> None:
@@ -72,7 +78,7 @@ class _Producer:
         self.calls.append("offsets " + ",".join(f"{tp.partition}:{tp.offset}" for tp in offsets))
 
     def commit_transaction(self, _timeout: float) -> None:
-        self.deliver()
+        self.flush()
         if self.fail_commit is not None:
             from confluent_kafka import KafkaException
 

@@ -85,10 +85,16 @@ class Checkpoint:
         if changes:
             merge(self._changes, changes)
 
+    @property
+    def writing(self) -> bool:
+        """A changelog write awaits acknowledgement (and its commit)."""
+        return self._write is not None
+
     def tick(self, producer: Producer) -> None:
         """Between polls: commit what an acknowledged changelog write made safe; start the next when due."""
         write = self._write
         if write is not None:
+            producer.poll(0)  # its delivery reports (with no batch in flight, nothing else serves them)
             if write.remaining > 0:
                 return
             self._write = None

@@ -172,7 +172,7 @@ class AtLeastOnce:
         return None
 
     def idle(self) -> bool:
-        return not len(self._in_flight)
+        return not len(self._in_flight) and not self._checkpoint.writing
 
     def before_revoke(self) -> None:
         """Commit what is acknowledged, synchronously; forget the rest (the next owner redoes it)."""
