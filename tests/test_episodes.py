@@ -13,7 +13,7 @@ from ecg_anomaly.base.errors import ConfigError
 from ecg_anomaly.schemas import messages as m
 from ecg_anomaly.worker.episodes.changelog import ChangelogWriter
 from ecg_anomaly.worker.episodes.rules import EpisodeRules
-from ecg_anomaly.worker.episodes.state import CLOCK_KEY, decode, encode
+from ecg_anomaly.worker.episodes.state import CLOCK_KEY, PENDING_FIELDS, decode, encode
 from ecg_anomaly.worker.episodes.store import EpisodeStore
 from ecg_anomaly.worker.events import OutRecord
 from tests.support.episodes import TOPIC, Beat, alerts, interleave, place, run, script, store
@@ -141,7 +141,9 @@ def test_state_per_source_stays_bounded_by_the_rule() -> None:
         run(s, beats[lo : lo + 97])
         for p in s.partitions:
             for st in s._parts[p].sources.values():
-                assert len(st.pending) <= k - 1 and (st.episode is None or not st.pending)
+                assert len(st.pending or ()) <= (k - 1) * PENDING_FIELDS and (
+                    st.episode is None or not st.pending
+                )
                 assert not st.empty
     assert s.sources == sum(len(s._parts[p].sources) for p in s.partitions)
     assert s.state_bytes == sum(len(encode(st)) for p in s.partitions for st in s._parts[p].sources.values())

@@ -22,8 +22,9 @@ is written only after a batch's outputs were), and never apply a beat twice.
 from __future__ import annotations
 
 import heapq
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from ecg_anomaly.worker.episodes.alerts import alert
 from ecg_anomaly.worker.episodes.rules import EpisodeRules
 from ecg_anomaly.worker.episodes.state import (
     CLOCK_KEY,
-    Beat,
+    PENDING_FIELDS,
     Episode,
     SourceState,
     decode,
@@ -48,7 +49,6 @@ from ecg_anomaly.worker.inflight import Offsets
 OPENED, UPDATED, CLOSED = ALERT_KINDS
 RECOVERED, SILENT = CLOSE_REASONS  # why an episode closed
 _NEVER = float("inf")
-_by_score = attrgetter("score")
 
 Change = tuple[bytes, bool]  # a changelog value, and whether it is an empty state's
 Changes = dict[int, dict[bytes, Change]]  # partition → key → change (the clock's under CLOCK_KEY)
@@ -66,14 +66,15 @@ class EpisodeStep:
 
 
 class _Partition:
-    __slots__ = ("clock_ms", "deadlines", "queued", "sources", "through")
+    __slots__ = ("clock_ms", "deadlines", "sources", "through")
 
     def __init__(self) -> None:
         self.sources: dict[str, SourceState] = {}
         self.clock_ms = 0  # the latest beat time of the partition
         self.through = -1  # the offset of the last record reflected
-        self.deadlines: list[tuple[int, str]] = []  # (last beat time + silence, source), a heap
-        self.queued: set[str] = set()  # sources with an entry in the heap (one each)
+        # (a beat time + silence, source), a heap: an entry is a state's own while its ``deadline``
+        # says so; one left by a state that was forgotten (and perhaps made again) is stale
+        self.deadlines: list[tuple[int, str]] = []
 
 
 class EpisodeStore:
@@ -107,15 +108,16 @@ class EpisodeStore:
     ) -> EpisodeStep:
         """Apply the batch's scored beats (``after``: per partition, the offset after the batch)."""
         out = EpisodeStep()
-        by_partition: dict[int, list[int]] = {}
+        by_partition: dict[int, Sequence[int]] = {}
         topic = ""
-        beats: tuple[list, ...] = ()
+        beats: tuple[Sequence, ...] = ()
         if len(batch) and score is not None:
             records, rows = batch.records, batch.rows
-            column = records.partition
-            for i, row in enumerate(rows):
-                by_partition.setdefault(column[row], []).append(i)
-            offsets = [records.offset[r] for r in rows]
+            every_record = len(rows) == len(records)  # rows are ascending: then they are all of them
+            offsets = records.offset if every_record else [records.offset[r] for r in rows]
+            by_partition = _by_partition(
+                records.partition if every_record else [records.partition[r] for r in rows]
+            )
             topic = records.topic[rows[0]]
             scores = score.astype(np.float64)
             beats = (
@@ -143,8 +145,8 @@ class EpisodeStore:
         part: _Partition,
         p: int,
         topic: str,
-        indices: list[int],
-        beats: tuple[list, ...],
+        indices: Sequence[int],
+        beats: tuple[Sequence, ...],
         version: str,
         changed: dict[str, SourceState],
         out: EpisodeStep,
@@ -159,7 +161,7 @@ class EpisodeStore:
             rules.update_ms,
         )
         offsets, times, sources, flags, scores, ratios = beats
-        states, heap, queued = part.sources, part.deadlines, part.queued
+        states, heap = part.sources, part.deadlines
         through, clock = part.through, part.clock_ms
         next_deadline = heap[0][0] if heap else _NEVER
         alerts, counts, atopic = out.alerts, out.counts, self.alerts_topic
@@ -180,10 +182,9 @@ class EpisodeStore:
                     continue
                 st = states[src] = SourceState(off, -1, t)
                 self.sources += 1
-                if src not in queued:
-                    queued.add(src)
-                    heapq.heappush(heap, (t + silence, src))
-                    next_deadline = min(next_deadline, t + silence)
+                st.deadline = t + silence
+                heapq.heappush(heap, (st.deadline, src))
+                next_deadline = min(next_deadline, st.deadline)
             elif off <= st.through:
                 continue
             st.through = off
@@ -194,17 +195,15 @@ class EpisodeStore:
             if ep is None:
                 q = st.seq = st.seq + 1
                 pending = st.pending
-                while pending and q - pending[0].seq >= n:
-                    del pending[0]
+                while pending and q - pending[0] >= n:  # its oldest beat left the window
+                    del pending[:PENDING_FIELDS]
                 if flag:
-                    beat = Beat(q, t, scores[i], ratios[i], off)
-                    pending.append(beat)
-                    if len(pending) >= k:
-                        first = pending[0]
-                        ep = Episode(
-                            beat, first, max(pending, key=_by_score), len(pending), q - first.seq + 1
-                        )
-                        st.episode, st.pending = ep, []
+                    if pending is None:
+                        pending = st.pending = array("d")
+                    pending.extend((q, t, scores[i], ratios[i], off))
+                    if len(pending) >= k * PENDING_FIELDS:
+                        ep = st.episode = Episode(pending, off, t, q)
+                        st.pending = None
                         self.open += 1
                         counts[OPENED] += 1
                         alerts.append(alert(atopic, OPENED, src, topic, p, ep, version))
@@ -242,21 +241,21 @@ class EpisodeStore:
         out: EpisodeStep,
     ) -> float:
         """Close and forget the sources silent for longer than the rule allows; the next deadline."""
-        heap, states, queued, silence = part.deadlines, part.sources, part.queued, self.rules.silence_ms
+        heap, states, silence = part.deadlines, part.sources, self.rules.silence_ms
         later: list[tuple[int, str]] = []
         while heap and heap[0][0] < clock:
-            _, src = heapq.heappop(heap)
+            entry = heapq.heappop(heap)
+            src = entry[1]
             st = states.get(src)
-            if st is None:
-                queued.discard(src)
+            if st is None or st.deadline != entry[0]:  # stale
                 continue
             deadline = st.seen_ms + silence
             if deadline >= clock:  # heard from since the entry was made
+                st.deadline = deadline
                 heapq.heappush(heap, (deadline, src))
             elif st.through >= off:  # restored ahead of this record: the original run did this later
-                later.append((deadline, src))
+                later.append(entry)
             else:
-                queued.discard(src)
                 st.through = off - 1  # the records before this one are what it reflects
                 changed[src] = st
                 if st.episode is not None:
@@ -328,9 +327,7 @@ class EpisodeStore:
         elif value is None:
             part.sources.pop(key.decode(), None)
         else:
-            st = decode(value)
-            st.size = len(value)
-            part.sources[key.decode()] = st
+            part.sources[key.decode()] = decode(value)
 
     def finish(self, partition: int) -> set[bytes]:
         """The partition is read: rebuild its deadlines, recount; returns the keys of the empties it
@@ -341,9 +338,10 @@ class EpisodeStore:
         for src in covered:
             del states[src]
         silence = self.rules.silence_ms
-        part.deadlines = [(st.seen_ms + silence, src) for src, st in states.items()]
+        for st in states.values():
+            st.deadline = st.seen_ms + silence
+        part.deadlines = [(st.deadline, src) for src, st in states.items()]
         heapq.heapify(part.deadlines)
-        part.queued = set(states)
         self._recount()
         return {src.encode() for src in covered}
 
@@ -357,3 +355,13 @@ class EpisodeStore:
         self.sources = len(states)
         self.open = sum(1 for st in states if st.episode is not None)
         self.state_bytes = sum(st.size for st in states)
+
+
+def _by_partition(partitions: Sequence[int]) -> dict[int, Sequence[int]]:
+    """The beats' indices per partition, each in input order (a stable sort: one numpy call)."""
+    column = np.asarray(partitions)
+    if column[0] == column[-1] and (column == column[0]).all():
+        return {int(column[0]): range(len(column))}
+    order = np.argsort(column, kind="stable")
+    cuts = np.flatnonzero(np.diff(column[order])) + 1
+    return {int(column[chunk[0]]): chunk.tolist() for chunk in np.split(order, cuts)}
