@@ -225,7 +225,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "episode_open_anomalies",
         "ECG_EPISODE_OPEN_ANOMALIES",
-        4,
+        5,
         "episodes: k, the anomalous beats among a source's last --episode-window beats that open one",
         int,
         check=positive,
@@ -234,7 +234,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "episode_window",
         "ECG_EPISODE_WINDOW",
-        8,
+        10,
         "episodes: n, the last beats of a source in which --episode-open-anomalies are counted",
         int,
         check=positive,
@@ -243,7 +243,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "episode_close_normal",
         "ECG_EPISODE_CLOSE_NORMAL",
-        10,
+        15,
         "episodes: m, the normal beats in a row that close one",
         int,
         check=positive,
