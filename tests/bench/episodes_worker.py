@@ -42,6 +42,7 @@ SOURCES = 16
 BEAT_MS = 833
 HOUR_BEATS = 3_600_000 // BEAT_MS * SOURCES
 T0 = 1_750_000_000_000
+REPLAYED_SOURCES = 10_000  # the replay's mix per source needs no more (40 beats each, under tracemalloc)
 
 
 def default_rules() -> EpisodeRules:
@@ -192,7 +193,7 @@ def memory(model: Path, sources: int = 100_000) -> dict[str, Any]:
         out[f"{name}_changelog_bytes_per_1000_sources"] = round(store.state_bytes / sources * 1000)
         del batches, store
     tracemalloc.start()
-    store = _replayed_store(model, sources, rules)
+    store = _replayed_store(model, min(sources, REPLAYED_SOURCES), rules)
     used = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     out["replayed_sources_with_state"] = store.sources
