@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from ecg_anomaly.schemas import messages as m
@@ -80,8 +80,6 @@ class _Producer:
     def commit_transaction(self, _timeout: float) -> None:
         self.flush()
         if self.fail_commit is not None:
-            from confluent_kafka import KafkaException
-
             raise KafkaException(self.fail_commit)
         self.calls.append("commit")
 
@@ -216,3 +214,33 @@ def test_exactly_once_puts_alerts_changelog_and_offsets_in_one_transaction(
     assert store.sources == 0 and writer.records({0: {}})[0] == []
     assert CLOCK_KEY != b"s"
     pipeline.close()
+
+
+def test_a_new_producer_waits_for_the_checkpoint_the_old_one_is_writing(
+    small_model: Path, beats: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """At-least-once: output limits changed (a new producer) while a checkpoint's changelog records
+    were out; only the old producer reports on them, so it is flushed first (else never committed)."""
+    _, anomalous = beats
+    pipeline, _ = _pipeline(small_model)
+    old, new, consumer = _Producer(), _Producer(), _Consumer()
+    delivery = AtLeastOnce(
+        _settings(),
+        consumer,
+        old,
+        Watchdog(),
+        pipeline._metrics,
+        lambda t: None,
+        lambda: None,
+        ChangelogWriter(LOG),
+    )  # type: ignore[arg-type]
+    delivery.publish(_batch(pipeline, anomalous[:3], 0))
+    old.deliver("anomalies")
+    old.deliver("alerts")
+    _settle(delivery)
+    assert old.pending and not delivery.idle()  # the changelog write is out
+    delivery.replace_producer(new)  # type: ignore[arg-type]
+    _settle(delivery)
+    assert consumer.commits == [[(0, 3)]] and delivery.idle()
+    pipeline.close()
+

@@ -207,7 +207,9 @@ class AtLeastOnce:
         self._checkpoint.changed(changes)
 
     def replace_producer(self, producer: Producer) -> None:
-        if len(self._in_flight):
+        if (
+            not self.idle()
+        ):  # outputs, or a checkpoint's changelog records: only this producer reports on them
             self._flush("flush before a new producer")
         self.producer = producer
 
