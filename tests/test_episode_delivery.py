@@ -18,9 +18,11 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.worker.clients import FatalError
 from ecg_anomaly.worker.decode import BeatDecoder
 from ecg_anomaly.worker.delivery import AtLeastOnce, ExactlyOnce
 from ecg_anomaly.worker.episodes.changelog import ChangelogWriter
+from ecg_anomaly.worker.episodes.partitions import EpisodePartitions
 from ecg_anomaly.worker.episodes.rules import EpisodeRules
 from ecg_anomaly.worker.episodes.state import CLOCK_KEY
 from ecg_anomaly.worker.episodes.store import EpisodeStore
@@ -244,3 +246,13 @@ def test_a_new_producer_waits_for_the_checkpoint_the_old_one_is_writing(
     assert consumer.commits == [[(0, 3)]] and delivery.idle()
     pipeline.close()
 
+
+def test_a_restore_that_cannot_read_the_committed_offsets_is_one_fatal_line() -> None:
+    class Consumer:
+        def committed(self, _partitions: list[TopicPartition], _timeout: float) -> list[TopicPartition]:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+
+    store = EpisodeStore(EpisodeRules(2, 3, 2, 60_000, 0), "alerts")
+    partitions = EpisodePartitions(store, ChangelogWriter(LOG), None, WorkerMetrics(CollectorRegistry()), 1.0)  # type: ignore[arg-type]
+    with pytest.raises(FatalError, match="cannot read the committed offsets"):
+        partitions.assigned(Consumer(), [TopicPartition("in", 0)])  # type: ignore[arg-type]

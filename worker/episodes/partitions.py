@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from ecg_anomaly.worker.clients import FatalError
 from ecg_anomaly.worker.episodes.changelog import ChangelogWriter
 from ecg_anomaly.worker.episodes.restore import Restorer
 from ecg_anomaly.worker.episodes.store import EpisodeStore
@@ -63,7 +64,10 @@ class EpisodePartitions:
 
     def _restore(self, consumer: Consumer, tps: list[TopicPartition], why: str) -> dict[int, int]:
         started = time.monotonic()
-        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, self._timeout)}
+        try:
+            committed = {tp.partition: tp.offset for tp in consumer.committed(tps, self._timeout)}
+        except KafkaException as exc:
+            raise FatalError(f"episodes: cannot read the committed offsets to restore from: {exc}") from exc
         read = self._restorer.restore(sorted(committed), committed)
         seconds = time.monotonic() - started
         self._metrics.episode_restore.observe(seconds)
