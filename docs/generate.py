@@ -153,16 +153,23 @@ def _limits(spec: dict) -> str:
     return "; ".join(found)
 
 
-def _fields(schema: dict, prefix: str = "") -> list[list[str]]:
+def _fields(schema: dict, prefix: str = "", root: dict | None = None) -> list[list[str]]:
+    root = schema if root is None else root
     rows = []
     required = set(schema.get("required", ()))
     for name, spec in schema.get("properties", {}).items():
         path = prefix + name
+        ref = spec.get("$ref", "")
+        if ref.startswith("#/$defs/"):  # a shared definition (the alert's beat coordinates), shown inline
+            spec = {
+                **root["$defs"][ref.removeprefix("#/$defs/")],
+                **{k: v for k, v in spec.items() if k != "$ref"},
+            }
         limits = _limits(spec)
         notes = spec.get("description", "") + (f" ({limits})" if limits else "")
         rows.append([f"`{path}`", _kind(spec), "yes" if name in required else "", notes])
         if spec.get("type") == "object" and "properties" in spec:
-            rows += _fields(spec, path + ".")
+            rows += _fields(spec, path + ".", root)
     return rows
 
 
