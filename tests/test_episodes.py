@@ -260,3 +260,38 @@ def run_all(beats: list[Beat]) -> EpisodeStore:
     s = store(update_s=5)
     run(s, beats)
     return s
+
+
+class _Record:  # what watch reads of a consumed message
+    def __init__(self, value: bytes, offset: int = 7) -> None:
+        self._value, self._offset = value, offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def topic(self) -> str:
+        return "alerts"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def test_watch_prints_each_alert_record_on_one_readable_line() -> None:
+    from ecg_anomaly.tools.watch import FORMATS, format_alert
+
+    assert FORMATS["alerts"] is format_alert
+    steps = run(store(k=3, n=5, m=3), place(script("bed-4", "NNAANANNNN")))
+    records = [r.value for s in steps for r in s.alerts]
+    opened, closed = (format_alert(_Record(v)) for v in records)
+    episode = m.episode_id(TOPIC, 0, 5)
+    assert opened.startswith("1970-01-01T00:00:05.000Z  bed-4        opened ")
+    assert "#0 " in opened and "3/4 beats anomalous since 1970-01-01T00:00:02.000Z" in opened
+    assert f"model v1  episode {episode}  [opened by {TOPIC} 0@5]" in opened
+    assert "(recovered)" not in opened
+    assert closed.startswith("1970-01-01T00:00:05.000Z  bed-4        closed (recovered) ")
+    assert "#1 " in closed
+    assert format_alert(_Record(b"not json", 12)).startswith("unreadable alert at alerts 0@12: ")
+    assert format_alert(_Record(b'{"kind": "opened"}')).startswith("unreadable alert at alerts 0@7: ")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
+from ecg_anomaly.cli import main
 from ecg_anomaly.schemas import messages as m
 from tests.support.episode_feed import T0, BeatValues, alerts_by_source, interleaved, send
 from tests.support.worker import wait_for
@@ -47,6 +48,7 @@ def test_a_scripted_replay_gives_exactly_the_expected_alert_records(
     topic_factory,
     kafka_admin: KafkaAdminClient,
     guarantee: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     values = BeatValues.of(small_model)
     alerts_topic = topic_factory(partitions=3, prefix="alerts")
@@ -111,6 +113,23 @@ def test_a_scripted_replay_gives_exactly_the_expected_alert_records(
     for alerts in found.values():
         for alert in alerts:
             m.validate_alert(alert)
+
+    # watch --alerts prints each of them, one line each, in its partition's order
+    capsys.readouterr()
+    watch = ["watch", "--bootstrap-servers", kafka_bootstrap, "--alerts", "--topic", alerts_topic]
+    assert main([*watch, "--from-beginning", "--limit", "6", "--timeout", "10"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6
+    for source, alerts in found.items():
+        mine = [line for line in lines if f"  {source} " in line]
+        assert len(mine) == len(alerts)
+        for line, alert in zip(mine, alerts, strict=True):
+            assert line.startswith(f"{alert['last_beat_time']}  {source} ")
+            assert f" {alert['kind']}" in line and f"#{alert['sequence']} " in line
+            assert f"{alert['anomalous_beats']}/{alert['total_beats']} beats anomalous since" in line
+            assert f"episode {alert['episode_id']}" in line
+            assert ("(recovered)" in line or "(silent)" in line) == (alert["kind"] == "closed")
+
     metrics = worker.metrics()
     assert metrics["ecg_episodes_open"] == 1  # open-at-end's
     assert metrics["ecg_episode_sources"] == 2  # and scattered's, with its last beat anomalous

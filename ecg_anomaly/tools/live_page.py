@@ -91,6 +91,8 @@ def check_watch_values(values: dict[str, Any]) -> None:
         return
     if values["dlq"]:
         raise ConfigError("--web shows anomaly events, not dead letters: drop --dlq")
+    if values["alerts"]:
+        raise ConfigError("--web shows anomaly events, not alert records: drop --alerts")
     if values["limit"] is not None or values["timeout"] is not None:
         raise ConfigError("--web serves the page until Ctrl-C: --limit and --timeout do not apply")
 
