@@ -140,6 +140,9 @@ def numbers(current: Snapshot, oldest: Snapshot) -> dict[str, Any]:
         "lag": current.lag,
         "precision": precision,
         "recall": recall,
+        "episodes_open": current.episodes.open,  # the page shows them when the worker has --episodes
+        "episodes_opened": current.episodes.records.get("opened", 0.0),
+        "episodes_closed": sum(current.episodes.closed.values()),
     }
 
 
@@ -153,8 +156,11 @@ class LivePage:
         model: Path | None,
         metrics: str | None,
         from_beginning: bool = False,
+        episodes: bool = False,
     ) -> None:
+        """``episodes``: the worker runs with ``--episodes``, so the page shows its open episodes."""
         self.connection = connection
+        self.episodes = episodes
         self.topic = topic
         self.from_beginning = from_beginning
         self.rescorer = Rescorer(model) if model is not None else None
@@ -201,6 +207,7 @@ class LivePage:
             "source_count": source_count,
             "model": model,
             "failure": self.failure,
+            "episodes": self.episodes,
         }
 
     def beats(self) -> dict[str, Any]:
