@@ -256,3 +256,50 @@ def test_a_restore_that_cannot_read_the_committed_offsets_is_one_fatal_line() ->
     partitions = EpisodePartitions(store, ChangelogWriter(LOG), None, WorkerMetrics(CollectorRegistry()), 1.0)  # type: ignore[arg-type]
     with pytest.raises(FatalError, match="cannot read the committed offsets"):
         partitions.assigned(Consumer(), [TopicPartition("in", 0)])  # type: ignore[arg-type]
+
+
+def test_a_changelog_write_refused_for_want_of_an_acl_is_retried_in_place_not_the_exit(
+    small_model: Path, beats: tuple[np.ndarray, np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    """As for the outputs (a restart would not grant the ACL): no exit after five, not ready meanwhile,
+    and the line says which ACL; once granted, the write goes through and the offsets are committed."""
+    _, anomalous = beats
+    pipeline, _ = _pipeline(small_model)
+    producer, consumer = _Producer(), _Consumer()
+    delivery = AtLeastOnce(
+        _settings(),
+        consumer,
+        producer,
+        Watchdog(),
+        pipeline._metrics,
+        lambda t: None,
+        lambda: None,
+        ChangelogWriter(LOG),
+    )  # type: ignore[arg-type]
+    delivery.publish(_batch(pipeline, anomalous[:3], 0))
+    producer.deliver("anomalies")
+    producer.deliver("alerts")
+    _settle(delivery)
+    assert not delivery.changelog_denied
+    refused = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    for _ in range(8):  # more than the five failed writes in a row that end the worker otherwise
+        producer.deliver(LOG, error=refused)
+        _settle(delivery)
+        assert delivery.changelog_denied and consumer.commits == []
+    assert (
+        f"not authorised to WRITE to topic {LOG}: an ACL is missing (grant WRITE on topic {LOG}"
+        in caplog.text
+    )
+    producer.deliver(LOG)  # granted
+    _settle(delivery)
+    assert consumer.commits == [[(0, 3)]] and not delivery.changelog_denied
+    timed_out = KafkaError(KafkaError._MSG_TIMED_OUT)  # any other failure: five in a row exit
+    delivery.publish(_batch(pipeline, anomalous[3:4], 3))
+    producer.deliver("anomalies")
+    producer.deliver("alerts")
+    _settle(delivery)
+    with pytest.raises(FatalError, match="5 episode changelog writes in a row failed"):
+        for _ in range(5):
+            producer.deliver(LOG, error=timed_out)
+            _settle(delivery)
+    pipeline.close()

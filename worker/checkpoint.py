@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
-from ecg_anomaly.worker.clients import FatalError, partitions
+from ecg_anomaly.worker.clients import FatalError, denied, partitions
 from ecg_anomaly.worker.episodes.changelog import ChangelogWriter, Written
 from ecg_anomaly.worker.episodes.store import Changes
 from ecg_anomaly.worker.events import OutRecord
@@ -76,6 +76,7 @@ class Checkpoint:
         self._write: _Write | None = None
         self._next = 0.0
         self._failures = 0
+        self.denied = False  # the last changelog write was refused for want of an ACL (retried, not ready)
 
     def add(self, offsets: Offsets) -> None:
         self._offsets.update(offsets)
@@ -144,14 +145,24 @@ class Checkpoint:
         assert self._changelog is not None
         if write.error is None and write.remaining <= 0:
             self._failures = 0
+            self.denied = False
             self._changelog.acknowledged(write.written)
             return self._commit(write.offsets, asynchronous)
         self._metrics.errors.labels("changelog").inc()
-        self._failures += 1
-        log.error(
-            "episode changelog write failed; its offsets are not committed and it is retried",
-            extra={"error": str(write.error or "not acknowledged")},
-        )
+        self.denied = denied(write.error)
+        if self.denied:  # as for the outputs: retried in place (a restart would not help), not ready
+            topic = self._changelog.topic
+            log.error(
+                f"not authorised to WRITE to topic {topic}: an ACL is missing (grant WRITE on topic {topic} "
+                "to this worker's principal); offsets not committed, the changelog write will be retried",
+                extra={"error": str(write.error), "refused_by": topic},
+            )
+        else:
+            self._failures += 1
+            log.error(
+                "episode changelog write failed; its offsets are not committed and it is retried",
+                extra={"error": str(write.error or "not acknowledged")},
+            )
         if self._failures >= MAX_FAILED_CHECKPOINTS:
             raise FatalError(f"{self._failures} episode changelog writes in a row failed: {write.error}")
         self._offsets = {**write.offsets, **self._offsets}  # newer values win

@@ -52,6 +52,7 @@ IN_FLIGHT_BATCHES = 4  # at-least-once: full batches of input whose outputs may 
 class Delivery(Protocol):
     producer: Producer
     denied: bool  # the last failed batch was refused for want of an ACL (a restart would not help)
+    changelog_denied: bool  # at-least-once: the last changelog write was refused for want of an ACL
 
     def publish(self, batch: ScoredBatch) -> Offsets | None:
         """Publish ``batch``; the offsets to rewind to if it failed at once (exactly-once), else None."""
@@ -137,6 +138,10 @@ class AtLeastOnce:
             consumer, metrics, settings.commit_interval_ms, changelog, send, self._flush
         )
         self.denied = False
+
+    @property
+    def changelog_denied(self) -> bool:
+        return self._checkpoint.denied
 
     def publish(self, batch: ScoredBatch) -> None:
         records = batch.outputs.records
@@ -251,6 +256,7 @@ class ExactlyOnce:
         self._metrics = metrics
         self._done = done
         self.denied = False
+        self.changelog_denied = False  # its changelog values are in the transaction: see denied
         self._changelog = changelog
 
     def publish(self, batch: ScoredBatch) -> Offsets | None:

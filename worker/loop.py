@@ -99,6 +99,7 @@ class Worker:
         self._last_connected = time.monotonic()
         self._failed_batches = 0
         self._denied_batches = 0
+        self._changelog_denied = False
         self._lag: dict[int, int] = {}
         metrics.set_model(model.version, model.sha256, model.threshold)
         health.model_loaded = True
@@ -182,7 +183,7 @@ class Worker:
     def _done(self, tally: Tally) -> None:
         """A batch's outputs are safe: count it; the failure streak ends."""
         self._failed_batches = self._denied_batches = 0
-        self.health.outputs_denied = False
+        self.health.outputs_denied = self.delivery.changelog_denied
         self._counter.count(tally)
 
     def _tick(self) -> None:
@@ -199,6 +200,10 @@ class Worker:
             )
         self.health.broker_connected = connected
         self.health.joined = self.rebalance.joined
+        changelog_denied = self.delivery.changelog_denied  # an ACL refuses the episodes' changelog
+        if changelog_denied != self._changelog_denied:  # not ready meanwhile; ready again once written
+            self._changelog_denied = changelog_denied
+            self.health.outputs_denied = changelog_denied or self._denied_batches > 0
         self.metrics.ready.set(1 if self.health.ready() else 0)
         if link.lag is not self._lag:
             self._lag = link.lag
