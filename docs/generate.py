@@ -155,16 +155,23 @@ def _limits(spec: dict) -> str:
     return "; ".join(found)
 
 
-def _fields(schema: dict, prefix: str = "") -> list[list[str]]:
+def _fields(schema: dict, prefix: str = "", root: dict | None = None) -> list[list[str]]:
+    root = schema if root is None else root
     rows = []
     required = set(schema.get("required", ()))
     for name, spec in schema.get("properties", {}).items():
         path = prefix + name
+        ref = spec.get("$ref", "")
+        if ref.startswith("#/$defs/"):  # a shared definition (the alert's beat coordinates), shown inline
+            spec = {
+                **root["$defs"][ref.removeprefix("#/$defs/")],
+                **{k: v for k, v in spec.items() if k != "$ref"},
+            }
         limits = _limits(spec)
         notes = spec.get("description", "") + (f" ({limits})" if limits else "")
         rows.append([f"`{path}`", _kind(spec), "yes" if name in required else "", notes])
         if spec.get("type") == "object" and "properties" in spec:
-            rows += _fields(spec, path + ".")
+            rows += _fields(spec, path + ".", root)
     return rows
 
 
@@ -247,9 +254,19 @@ def acls() -> str:
 
     default = {o.name: o.default for o in OPTIONS}
     topics = [default[name] for name in ("input_topic", "anomaly_topic")]
-    worker = worker_acls(*topics, "<scores topic>", default["dlq_topic"], default["group_id"], True)
+    changelog = f"{default['group_id']}-episodes-changelog"  # --episode-changelog-topic's default
+    episode_topics = (default["alerts_topic"], changelog)
+    worker = worker_acls(
+        *topics,
+        "<scores topic>",
+        default["dlq_topic"],
+        default["group_id"],
+        True,
+        *episode_topics,
+        create_changelog=True,
+    )
     redrive_group = next(o.default for o in redrive.OPTIONS if o.name == "group")
-    tools = tool_acls(*topics, default["dlq_topic"], redrive_group, watch.CLIENT_ID)
+    tools = tool_acls(*topics, default["dlq_topic"], redrive_group, watch.CLIENT_ID, *episode_topics)
 
     def name(acl: Acl) -> str:
         return f"`{acl.name}`" + (" (prefix)" if acl.prefixed else "")
@@ -257,6 +274,10 @@ def acls() -> str:
     def when(acl: Acl) -> str:
         if acl.resource == "TRANSACTIONAL_ID":
             return "exactly-once only"
+        if acl.operation == "CREATE":
+            return "only with `--episodes`, for the worker to create its changelog topic if missing"
+        if acl.name in episode_topics:
+            return "only with `--episodes`"
         return "only with `--scores-topic`" if acl.name == "<scores topic>" else ""
 
     def command(principal: str, acl: Acl) -> str:
@@ -277,13 +298,20 @@ def acls() -> str:
         for tool, group in tools.items()
         for acl in group
     ]
-    lines = [command("ecg-worker", acl) for acl in worker if acl.name != "<scores topic>"]
+    lines = [
+        command("ecg-worker", acl) for acl in worker if acl.name not in ("<scores topic>", *episode_topics)
+    ]
+    episode_lines = [command("ecg-worker", acl) for acl in worker if acl.name in episode_topics]
     return (
         "### The worker\n\n"
         + _table(header, rows)
         + "\nThe same with Kafka's own tool (principal `User:ecg-worker`, the default topic names):\n\n"
         + "```sh\n"
         + "\n".join(lines)
+        + "\n```\n\nWith `--episodes`, also (the last one only if the worker is to create its "
+        + "changelog topic):\n\n"
+        + "```sh\n"
+        + "\n".join(episode_lines)
         + "\n```\n\n### The tools\n\n"
         + _table(["command", "resource", "name", "operation", "why"], tool_rows)
     )

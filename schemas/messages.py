@@ -18,7 +18,9 @@ Beats (topic ``ecg.beats``; the record key is the source id):
   the record timestamp.
 
 Outputs: the anomaly event (``anomaly_event.schema.json``), one score record
-per beat (``score.schema.json``, optional topic) and dead letters.
+per beat (``score.schema.json``, optional topic), dead letters, and, when
+episodes are on, one alert record per episode transition (``alert.schema.json``,
+topic ``ecg.alerts``, key = source id; :func:`episode_id` names the episode).
 
 Dead letter (topic ``ecg.beats.dlq``): the input record's key, value bytes,
 headers and timestamp untouched, followed by these headers (UTF-8 text):
@@ -62,6 +64,11 @@ JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/x-ecg-beat-f32le"
 EVENT_CONTENT_TYPE = "application/vnd.ecg-anomaly.event+json"
 SCORE_CONTENT_TYPE = "application/vnd.ecg-anomaly.score+json"
+ALERT_CONTENT_TYPE = "application/vnd.ecg-anomaly.alert+json"
+
+# An alert record's ``kind`` (one record per transition of an episode) and a closed one's ``closed_reason``.
+ALERT_KINDS = ("opened", "updated", "closed")
+CLOSE_REASONS = ("recovered", "silent")
 
 LABELS = ("normal", "anomaly")
 
@@ -88,6 +95,8 @@ DLQ_TRUNCATED = "ecg.dlq.truncated"
 # Namespace of the deterministic event ids (uuid5 of "topic/partition/offset").
 EVENT_ID_NAMESPACE = uuid.UUID("6f1d2c52-3a5e-5b0e-9c36-6b8a3e0c4d21")
 _NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+# Namespace of episode ids (uuid5 of "topic/partition/offset" of the beat that opened the episode).
+EPISODE_ID_NAMESPACE = uuid.UUID("0b7e4a8e-29c4-5d7b-8f0e-3d5c1a6e9b42")
 
 # Severity from ratio = score / threshold (anomaly means ratio > 1):
 # low (1, 1.5], medium (1.5, 2.5], high (2.5, 4], critical above 4.
@@ -171,8 +180,17 @@ def _name_prefix(topic: str) -> bytes:
 _VARIANT_DIGIT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
+def episode_id(topic: str, partition: int, offset: int) -> str:
+    """An episode's id: a UUIDv5 of the input coordinates of the beat that opened it (deterministic)."""
+    return str(uuid.uuid5(EPISODE_ID_NAMESPACE, f"{topic}/{partition}/{offset}"))
+
+
 def severity(score: float, threshold: float) -> str:
-    ratio = score / threshold
+    return ratio_severity(score / threshold)
+
+
+def ratio_severity(ratio: float) -> str:
+    """The severity of ``ratio`` = score / threshold (see :data:`SEVERITY_BOUNDS`)."""
     for bound, name in SEVERITY_BOUNDS:
         if ratio <= bound:
             return name
@@ -308,6 +326,15 @@ def anomaly_event_schema() -> dict[str, Any]:
 
 def score_schema() -> dict[str, Any]:
     return _schema("score.schema.json")
+
+
+def alert_schema() -> dict[str, Any]:
+    return _schema("alert.schema.json")
+
+
+def validate_alert(alert: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``alert`` is a valid alert record."""
+    jsonschema.validate(alert, alert_schema(), format_checker=jsonschema.FormatChecker())
 
 
 def validate_event(event: dict[str, Any]) -> None:

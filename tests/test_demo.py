@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import subprocess
@@ -39,11 +40,16 @@ def test_demo_runs_end_to_end_and_stops_everything_it_started(
     page.done.set()
     page.join()
     assert page.rescored, "the demo's page never showed a flagged beat with its per-sample error"
+    assert page.episodes, "the demo's page does not show the open alert episodes"
     out = capsys.readouterr().out
     assert f"metrics at http://127.0.0.1:{metrics_port}/metrics" in out
     assert f"live page: http://127.0.0.1:{web_port}/ " in out
     live = [line for line in out.splitlines() if re.match(r"demo: \[ *\d+ s\]", line)]
     assert live and all("beats/s" in line and "p99 latency" in line for line in live)
+    assert all(re.search(r"\| episodes open \d+ \(opened \d+, closed \d+", line) for line in live)
+    # the worker ran with --episodes on the topic the demo made: the shuffled test split opens some
+    opened = re.search(r"alert episodes open \d+ \(opened (\d+), closed \d+.*; (\d+) alert records", out)
+    assert opened and int(opened[1]) > 0 and int(opened[2]) >= int(opened[1]), out
     assert "worker consumed 1,2" in out  # 1,200 beats + the malformed records
     precision, recall = map(float, re.search(r"precision ([\d.]+), recall ([\d.]+)", out).groups())
     assert precision > 0.5 and recall > 0.5  # the tiny test model; the real one is ~0.97 / 0.99
@@ -64,6 +70,7 @@ class _PageVisitor(threading.Thread):
         self.url = url
         self.done = threading.Event()
         self.rescored: dict | None = None
+        self.episodes = False
 
     def run(self) -> None:
         while self.rescored is None and not self.done.wait(0.3):
@@ -73,6 +80,11 @@ class _PageVisitor(threading.Thread):
             except OSError:
                 continue  # not serving yet
             self.rescored = next((b for b in beats if b["sample_error"] is not None), None)
+        if self.rescored is not None:  # the page shows the worker's open episodes (a tile)
+            stats_url = self.url.replace("/api/beats", "/api/stats")
+            with contextlib.suppress(OSError), urllib.request.urlopen(stats_url, timeout=10) as response:
+                stats = orjson.loads(response.read())
+                self.episodes = stats["episodes"] and "episodes_open" in stats["metrics"]["numbers"]
 
 
 def test_demo_ends_with_one_line_when_its_broker_vanishes(tmp_path: Path) -> None:

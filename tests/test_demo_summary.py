@@ -62,6 +62,11 @@ def _scrape_of_a_worker() -> str:
     observe_many(metrics.latency, np.array([0.02] * 980 + [0.3] * 20))
     metrics.set_partitions([0, 1])
     metrics.set_lag(1, 7)
+    metrics.set_episodes(3, 5, 900)
+    for kind, count in (("opened", 7), ("updated", 20), ("closed", 4)):
+        metrics.episode_transitions.labels(kind).inc(count)
+    metrics.episodes_closed.labels("recovered").inc(3)
+    metrics.episodes_closed.labels("silent").inc(1)
     return generate_latest(metrics.registry).decode()
 
 
@@ -89,6 +94,21 @@ def test_live_and_final_lines() -> None:
     assert "invalid_json 6, missing_key 4" in text and "oversized" not in text
     assert "true positives 420, false positives 10, false negatives 10, true negatives 560" in text
     assert "p99 375 ms" in text
+    assert "episodes" not in line and "episodes" not in text  # a worker without --episodes has them at 0
+
+
+def test_live_and_final_lines_with_episodes() -> None:
+    start = Snapshot(at=0.0)
+    current = parse_snapshot(_scrape_of_a_worker(), at=5.0)
+    assert (current.episodes.open, current.episodes.records["updated"]) == (3, 20)
+    line = live_line(current, start, elapsed=5.0, episodes=True)
+    assert line.endswith("| lag 7 | episodes open 3 (opened 7, closed 4: recovered 3, silent 1)")
+    text = "\n".join(final_lines(current, start, episodes=True))
+    assert (
+        "alert episodes open 3 (opened 7, closed 4: recovered 3, silent 1); 31 alert records "
+        "(opened 7, updated 20, closed 4) for 430 anomaly events"
+    ) in text
+    assert "episodes open 0 (opened 0, closed 0)" in live_line(Snapshot(at=1.0), start, 1.0, episodes=True)
 
 
 def test_no_labels_means_no_precision_rather_than_zero() -> None:

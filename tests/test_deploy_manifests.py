@@ -292,11 +292,16 @@ def test_the_strimzi_user_grants_exactly_the_workers_least_privilege_acls(varian
     objects = variants["prod+strimzi-user"]
     env, user = worker_config(objects), one(objects, "KafkaUser")
     names = [env.get(f"ECG_{n}_TOPIC", "") for n in ("INPUT", "ANOMALY", "SCORES", "DLQ")]
-    expected = worker_acls(*names, env["ECG_GROUP_ID"], env["ECG_GUARANTEE"] == "exactly-once")
+    # the episode topics whether or not the overlay turns episodes on: turning them on needs no new ACL
+    alerts = env.get("ECG_ALERTS_TOPIC", "ecg.alerts")
+    changelog = env.get("ECG_EPISODE_CHANGELOG_TOPIC") or f"{env['ECG_GROUP_ID']}-episodes-changelog"
+    expected = worker_acls(
+        *names, env["ECG_GROUP_ID"], env["ECG_GUARANTEE"] == "exactly-once", alerts, changelog
+    )
     assert user["spec"]["authorization"] == {"type": "simple", "acls": [acl.strimzi() for acl in expected]}
     assert user["spec"]["authentication"]["type"] == env["ECG_KAFKA_SASL_MECHANISM"].lower()
     topics = {t["metadata"]["name"] for t in objects if t["kind"] == "KafkaTopic"}
-    assert {n for n in names if n} <= topics
+    assert {n for n in names if n} | {alerts, changelog} <= topics
 
 
 def test_with_strimzi_the_worker_and_keda_read_the_secrets_strimzi_creates(variants: dict) -> None:

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from ecg_anomaly.schemas import messages as m
 from ecg_anomaly.tools.beat_lookup import BeatLookup, Rescorer
 from ecg_anomaly.tools.live_events import LiveEvents
 from ecg_anomaly.tools.live_page import numbers
-from ecg_anomaly.tools.live_stats import Snapshot
+from ecg_anomaly.tools.live_stats import Episodes, Snapshot
 from tests.support.artifact import build_small_artifact, load_test_split
 from tests.support.broker import REPO
 from tests.support.chromium import dump_dom
@@ -225,6 +226,12 @@ def test_the_page_numbers_wait_for_a_window_then_come_from_it() -> None:
     assert shown["anomaly_rate"] == 0.5  # 1,000 anomalies of the 2,000 beats scored in the window
     assert shown["p99_seconds"] == pytest.approx(0.01 + 0.09 * (1980 - 1000) / 1000)
     assert shown["scored"] == 2990 and shown["anomalies"] == 1390
+    assert (shown["episodes_open"], shown["episodes_opened"], shown["episodes_closed"]) == (0, 0, 0)
+    with_episodes = replace(
+        later, episodes=Episodes(4, {"opened": 9, "updated": 30}, {"silent": 2, "recovered": 3})
+    )
+    shown = numbers(with_episodes, first)
+    assert (shown["episodes_open"], shown["episodes_opened"], shown["episodes_closed"]) == (4, 9, 5)
 
 
 def test_flagged_beats_are_counted_per_source_and_the_latest_kept() -> None:

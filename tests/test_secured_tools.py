@@ -140,9 +140,23 @@ def test_topics_creates_and_checks_the_workers_topics_over_mutual_tls_with_its_a
 ) -> None:
     names = {
         flag: group_factory(prefix)
-        for flag, prefix in (("input", "beats"), ("anomaly", "anom"), ("dlq", "dlq"))
+        for flag, prefix in (
+            ("input", "beats"),
+            ("anomaly", "anom"),
+            ("dlq", "dlq"),
+            ("alerts", "alerts"),
+            ("episode-changelog", "changelog"),
+        )
     }
-    acls = tool_acls(names["input"], names["anomaly"], names["dlq"], "unused", "unused")["topics"]
+    acls = tool_acls(
+        names["input"],
+        names["anomaly"],
+        names["dlq"],
+        "unused",
+        "unused",
+        names["alerts"],
+        names["episode-changelog"],
+    )["topics"]
     secured_kafka.grant(acls, user="ecg-tools")
     plan = [arg for flag, name in names.items() for arg in (f"--{flag}-topic", name)]
     plan += ["--partitions", "2", "--replication-factor", "1", "--min-insync-replicas", "1"]

@@ -24,6 +24,8 @@ from tests.support.cli import run_cli
         (["watch", "--limit", "-3"], {}, "--limit: '-3' is not valid (expected a positive integer)"),
         (["watch", "--timeout", "soon"], {}, "--timeout: 'soon' is not valid"),
         (["watch", "--web", "--dlq"], {}, "--web shows anomaly events, not dead letters: drop --dlq"),
+        (["watch", "--dlq", "--alerts"], {}, "--dlq and --alerts follow different topics: choose one"),
+        (["watch", "--web", "--alerts"], {}, "--web shows anomaly events, not alert records: drop --alerts"),
         (["watch", "--web", "--limit", "5"], {}, "--web serves the page until Ctrl-C: --limit and --timeout"),
         (
             ["watch", "--model", "model.onnx"],

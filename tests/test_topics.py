@@ -28,6 +28,8 @@ def _names() -> dict[str, str]:
         "anomaly": f"topics-anomalies-{tag}",
         "scores": f"topics-scores-{tag}",
         "dlq": f"topics-dlq-{tag}",
+        "alerts": f"topics-alerts-{tag}",
+        "episode-changelog": f"topics-changelog-{tag}",
     }
 
 
@@ -52,7 +54,7 @@ def test_create_makes_the_planned_topics_and_a_second_run_finds_them_as_planned(
     names = _names()
     assert _topics(kafka_bootstrap, names, "--partitions", "4", "--retention-hours", "2", "--create") == 0
     out = capsys.readouterr().out
-    assert out.count(": created (") == 4, out
+    assert out.count(": created (") == 6, out
 
     beats = _read_back(kafka_admin, names["input"])
     assert beats == (4, 1, {"retention.ms": "7200000", "min.insync.replicas": "1"})
@@ -61,9 +63,13 @@ def test_create_makes_the_planned_topics_and_a_second_run_finds_them_as_planned(
     assert scores == (4, 1, {"retention.ms": str(24 * 3_600_000), "min.insync.replicas": "1"})
     dlq = _read_back(kafka_admin, names["dlq"])
     assert dlq == (1, 1, {"retention.ms": str(720 * 3_600_000), "min.insync.replicas": "1"})
+    assert _read_back(kafka_admin, names["alerts"]) == beats
+    # the episodes' state: compacted (kept per source, not by age), the input's partitions
+    changelog = (4, 1, {"cleanup.policy": "compact", "min.insync.replicas": "1"})
+    assert _read_back(kafka_admin, names["episode-changelog"]) == changelog
 
     assert _topics(kafka_bootstrap, names, "--partitions", "4", "--retention-hours", "2") == 0
-    assert capsys.readouterr().out.count(": ok (") == 4
+    assert capsys.readouterr().out.count(": ok (") == 6
 
 
 @pytest.mark.kafka
@@ -71,7 +77,9 @@ def test_check_reports_missing_and_different_topics_and_changes_nothing(
     kafka_bootstrap: str, kafka_admin: KafkaAdminClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     names = _names()
-    del names["scores"]  # the worker publishes no scores: no such topic is planned
+    # the worker publishes no scores and has no episodes: no such topics are planned
+    for role in ("scores", "alerts", "episode-changelog"):
+        del names[role]
     kafka_admin.create_topics(
         [
             NewTopic(
@@ -87,7 +95,7 @@ def test_check_reports_missing_and_different_topics_and_changes_nothing(
     )
     made = {names["input"], names["anomaly"]}
     wait_for(lambda: made <= set(kafka_admin.list_topics()), 30, "the topics in the broker's metadata")
-    assert _topics(kafka_bootstrap, {**names, "scores": ""}) == 1
+    assert _topics(kafka_bootstrap, {**names, "scores": "", "alerts": ""}) == 1
     lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
     assert lines.keys() == set(names.values())
     assert (
@@ -149,6 +157,24 @@ def test_topic_names_come_from_the_workers_variables() -> None:
         "ECG_SCORES_TOPIC": "s",
     }
     values = resolve(OPTIONS, argparse.Namespace(), env)
+    assert [t.name for t in plan(values)] == [
+        "in",
+        "out",
+        "s",
+        "dlq",
+        "ecg.alerts",
+        "ecg-worker-episodes-changelog",
+    ]
+    # the episodes' changelog is named after the group, as the worker names it, unless named
+    values = resolve(
+        OPTIONS, argparse.Namespace(), {**env, "ECG_GROUP_ID": "ward-7", "ECG_ALERTS_TOPIC": "al"}
+    )
+    changelog = plan(values)[-1]
+    assert (changelog.name, changelog.partitions) == ("ward-7-episodes-changelog", 12)
+    assert changelog.config == {"cleanup.policy": "compact", "min.insync.replicas": "2"}
+    values = resolve(OPTIONS, argparse.Namespace(), {**env, "ECG_EPISODE_CHANGELOG_TOPIC": "state"})
+    assert plan(values)[-1].name == "state"
+    values = resolve(OPTIONS, argparse.Namespace(alerts_topic=""), env)  # --alerts-topic ''
     assert [t.name for t in plan(values)] == ["in", "out", "s", "dlq"]
 
 

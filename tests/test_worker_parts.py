@@ -25,6 +25,7 @@ from ecg_anomaly.worker.delivery import AtLeastOnce, ExactlyOnce
 from ecg_anomaly.worker.health import HealthState
 from ecg_anomaly.worker.inflight import Batch, InFlight
 from ecg_anomaly.worker.logs import RepeatFilter
+from ecg_anomaly.worker.loop import publish_in_order
 from ecg_anomaly.worker.metrics import WorkerMetrics, observe_many
 from ecg_anomaly.worker.model import load_model
 from ecg_anomaly.worker.outputs import OutputBuilder
@@ -215,6 +216,26 @@ def test_exactly_once_aborts_a_failed_transaction_and_rewinds_it(small_model: Pa
     with pytest.raises(FatalError) as exit_:
         delivery.publish(_scored(pipeline, 2, range(7, 9)))
     assert exit_.value.exit_code == 3
+
+
+def test_after_a_failed_batch_the_later_ones_are_not_published_but_re_read_with_it(small_model: Path) -> None:
+    """Exactly-once: the second batch of a turn, published after the first one's transaction
+    aborted, committed offsets past the first one's records (which were then re-read)."""
+    pipeline, consumer, done = _pipeline(small_model), _Consumer(), []
+    producer = _Producer(fail_commit=KafkaError(KafkaError._TIMED_OUT))
+    delivery = ExactlyOnce(
+        _settings("--kafka-timeout", "1"), consumer, producer, Watchdog(), pipeline._metrics, done.append
+    )  # type: ignore[arg-type]
+    batches = [
+        _scored(pipeline, 0, range(0, 3)),
+        _scored(pipeline, 0, range(3, 5)),
+        _scored(pipeline, 1, range(7, 9)),
+    ]
+    assert publish_in_order(batches, delivery.publish) == {("in", 0): 0, ("in", 1): 7}
+    assert producer.calls.count("begin") == 1 and producer.calls[-1] == "abort" and done == []
+    producer.fail_commit = None
+    assert publish_in_order(batches, delivery.publish) is None and len(done) == 3
+    pipeline.close()
 
 
 # --- rebalance and readiness ------------------------------------------------------------------------

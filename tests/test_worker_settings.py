@@ -33,6 +33,9 @@ def test_flag_beats_env_beats_default() -> None:
         ([], {"ECG_GUARANTEE": "maybe-once"}, "ECG_GUARANTEE"),
         (["--security-protocol", "SASL_SSL", "--sasl-username", "u"], {}, "--security-protocol"),
         (["--ssl-cafile", "/no/such/ca.pem"], {}, "--ssl-cafile"),
+        (["--episode-open-anomalies", "9", "--episode-window", "8"], {}, "--episode-open-anomalies 9 of"),
+        ([], {"ECG_EPISODES": "maybe"}, "ECG_EPISODES"),
+        (["--episode-silence", "0"], {}, "--episode-silence"),
     ],
 )
 def test_invalid_options_name_the_option(argv: list[str], env: dict[str, str], names: str) -> None:

@@ -32,7 +32,12 @@ from ecg_anomaly.worker.clients import (
     kafka_error,
     make_consumer,
     make_producer,
+    restore_config,
 )
+from ecg_anomaly.worker.episodes.changelog import ChangelogWriter, check_topic
+from ecg_anomaly.worker.episodes.partitions import EpisodePartitions
+from ecg_anomaly.worker.episodes.restore import Restorer, restore_consumer
+from ecg_anomaly.worker.episodes.store import EpisodeStore
 from ecg_anomaly.worker.health import HealthServer, HealthState
 from ecg_anomaly.worker.logs import setup_logging
 from ecg_anomaly.worker.loop import Worker
@@ -98,8 +103,10 @@ def _serve(settings: WorkerSettings, started: float) -> int:
     with ExitStack() as cleanup:
         cleanup.callback(server.stop)
         link = BrokerLink()
+        episodes = _episodes(settings, metrics, cleanup) if settings.episodes else None
+        episode_topics = (settings.alerts_topic, settings.episode_changelog_topic) if episodes else ()
         limits = OutputLimits(
-            (settings.anomaly_topic, settings.scores_topic, settings.dlq_topic),
+            (settings.anomaly_topic, settings.scores_topic, settings.dlq_topic, *episode_topics),
             admin_reader(admin_config(settings)),
             settings.max_output_bytes,
             timeout=settings.kafka.connect_timeout,
@@ -112,7 +119,9 @@ def _serve(settings: WorkerSettings, started: float) -> int:
 
         consumer = make_consumer(settings, link, commit_reporter(metrics.errors.labels("commit").inc))
         cleanup.callback(_close, "consumer", consumer.close)
-        worker = Worker(settings, model, consumer, producers, limits, metrics, health, watchdog, link)
+        worker = Worker(
+            settings, model, consumer, producers, limits, metrics, health, watchdog, link, episodes
+        )
         cleanup.callback(_close, "producer", lambda: worker.producer.flush(CLOSE_TIMEOUT))
         _install_signal_handlers(worker)
         if early_stop:
@@ -152,6 +161,45 @@ def _producer(
                 ) from exc
             log.warning("init_transactions failed; retrying", extra={"error": repr(exc)})
             time.sleep(1)
+
+
+def _episodes(settings: WorkerSettings, metrics: WorkerMetrics, cleanup: ExitStack) -> EpisodePartitions:
+    """The episode store and its changelog topic (checked, created if missing; retried while the
+    broker does not answer, up to ``--broker-timeout``)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(admin_config(settings))
+    deadline = time.monotonic() + settings.broker_timeout
+    while True:
+        try:
+            partitions, _ = check_topic(
+                admin,
+                settings.input_topic,
+                settings.episode_changelog_topic,
+                True,
+                settings.kafka.connect_timeout,
+            )
+            break
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise EcgAnomalyError(f"episodes: cannot read the topics' metadata: {exc}") from exc
+            log.warning("episodes: broker not answering yet; retrying", extra={"error": repr(exc)})
+            time.sleep(1)
+    store = EpisodeStore(settings.episode_rules, settings.alerts_topic)
+    writer = ChangelogWriter(settings.episode_changelog_topic)
+    consumer = restore_consumer(restore_config(settings))
+    cleanup.callback(_close, "restore consumer", consumer.close)
+    restorer = Restorer(consumer, settings.episode_changelog_topic, store, writer, settings.kafka_timeout)
+    log.info(
+        "episodes on",
+        extra={
+            "rule": settings.episode_rules.describe(),
+            "alerts_topic": settings.alerts_topic,
+            "changelog_topic": settings.episode_changelog_topic,
+            "changelog_partitions": partitions,
+        },
+    )
+    return EpisodePartitions(store, writer, restorer, metrics, settings.kafka_timeout)
 
 
 def _close(name: str, close: object) -> None:

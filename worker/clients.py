@@ -73,6 +73,15 @@ def make_consumer(
     return Consumer(config)
 
 
+def restore_config(settings: WorkerSettings) -> dict[str, Any]:
+    """The episode restore's consumer: the worker's connection, its own client id; it never commits."""
+    return {
+        **_common(settings),
+        "client.id": f"{settings.client_id}-restore",
+        "group.id": f"{settings.group_id}-episodes-restore",
+    }
+
+
 def admin_config(settings: WorkerSettings) -> dict[str, Any]:
     """An admin client's configuration: the worker's connection, its own client id."""
     return {**_common(settings), "client.id": f"{settings.client_id}-admin"}

@@ -6,8 +6,10 @@ returning what to rewind when a batch's outputs fail:
 * :class:`AtLeastOnce` sends a batch's outputs and lets the loop go on polling; a batch's offsets
   are committed once the broker acknowledged its outputs and those of every earlier batch
   (:mod:`ecg_anomaly.worker.inflight`), asynchronously and at most every ``--commit-interval-ms``,
-  synchronously before partitions are revoked and on drain.
-* :class:`ExactlyOnce` publishes each batch in one Kafka transaction with its input offsets.
+  synchronously before partitions are revoked and on drain (:mod:`ecg_anomaly.worker.checkpoint`:
+  with episodes on, the changelog values of those batches are written and acknowledged first).
+* :class:`ExactlyOnce` publishes each batch in one Kafka transaction with its input offsets and,
+  with episodes on, its alert records and changelog values.
 
 Both publish through :func:`send`, the one path that hands records to the producer, and call
 ``done(tally)`` once a batch is safe (the metrics count it then).
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
+from ecg_anomaly.worker.checkpoint import Checkpoint
 from ecg_anomaly.worker.clients import (
     FatalError,
     client_failure,
@@ -31,6 +34,8 @@ from ecg_anomaly.worker.clients import (
     kafka_error,
     partitions,
 )
+from ecg_anomaly.worker.episodes.changelog import ChangelogWriter
+from ecg_anomaly.worker.episodes.store import Changes
 from ecg_anomaly.worker.events import OutRecord
 from ecg_anomaly.worker.inflight import Batch, InFlight, Offsets
 from ecg_anomaly.worker.metrics import WorkerMetrics
@@ -47,6 +52,7 @@ IN_FLIGHT_BATCHES = 4  # at-least-once: full batches of input whose outputs may 
 class Delivery(Protocol):
     producer: Producer
     denied: bool  # the last failed batch was refused for want of an ACL (a restart would not help)
+    changelog_denied: bool  # at-least-once: the last changelog write was refused for want of an ACL
 
     def publish(self, batch: ScoredBatch) -> Offsets | None:
         """Publish ``batch``; the offsets to rewind to if it failed at once (exactly-once), else None."""
@@ -84,6 +90,7 @@ def send(producer: Producer, records: list[OutRecord], on_delivery: Callable[...
                     r.topic,
                     r.value,
                     r.key,
+                    partition=r.partition,
                     headers=r.headers,
                     timestamp=max(r.timestamp_ms or 0, 0),  # 0: now (events, scores)
                     on_delivery=on_delivery,
@@ -116,6 +123,7 @@ class AtLeastOnce:
         metrics: WorkerMetrics,
         done: Callable[[Tally], None],
         waiting: Callable[[], None],
+        changelog: ChangelogWriter | None = None,
     ) -> None:
         """``waiting`` is called while the loop waits for acknowledgements (the loop's heartbeat)."""
         self.producer = producer
@@ -126,14 +134,22 @@ class AtLeastOnce:
         self._done = done
         self._waiting = waiting
         self._in_flight = InFlight(IN_FLIGHT_BATCHES * settings.max_batch)
-        self._committable: Offsets = {}
-        self._next_commit = 0.0
+        self._checkpoint = Checkpoint(
+            consumer, metrics, settings.commit_interval_ms, changelog, send, self._flush
+        )
         self.denied = False
+
+    @property
+    def changelog_denied(self) -> bool:
+        return self._checkpoint.denied
 
     def publish(self, batch: ScoredBatch) -> None:
         records = batch.outputs.records
         tally = Tally.of(batch)  # all the batch keeps while its outputs await acknowledgement
-        flight = Batch(batch.first, batch.after, batch.consumed, len(records), lambda: self._done(tally))
+        changes = None if batch.episodes is None else batch.episodes.changes
+        flight = Batch(
+            batch.first, batch.after, batch.consumed, len(records), lambda: self._retired(tally, changes)
+        )
         self._in_flight.add(flight)
         try:
             send(self.producer, records, flight.delivered)
@@ -150,42 +166,33 @@ class AtLeastOnce:
         while len(self._in_flight):
             self.producer.poll(0)
             offsets, failed = self._in_flight.retire()
-            self._committable.update(offsets)
+            self._checkpoint.add(offsets)
             if failed is not None:
                 return self._recover(failed)
             if not self._in_flight.full():
                 break
             self._waiting()
             self.producer.poll(0.05)  # wait for acknowledgements before taking more input
-        if self._committable and time.monotonic() >= self._next_commit:
-            self._next_commit = time.monotonic() + self._settings.commit_interval_ms / 1000
-            self._consumer.commit(offsets=partitions(self._committable), asynchronous=True)
-            self._committable = {}
+        self._checkpoint.tick(self.producer)
         return None
 
     def idle(self) -> bool:
-        return not len(self._in_flight)
+        return not len(self._in_flight) and not self._checkpoint.writing
 
     def before_revoke(self) -> None:
         """Commit what is acknowledged, synchronously; forget the rest (the next owner redoes it)."""
-        try:
-            if len(self._in_flight):
-                self._flush("flush before revoke")
-                offsets, _ = self._in_flight.retire()
-                self._committable.update(offsets)
-            if self._committable:
-                self._consumer.commit(offsets=partitions(self._committable), asynchronous=False)
-        except KafkaException as exc:
-            self._metrics.errors.labels("commit").inc()
-            log.warning(
-                "commit before revoke failed; records may be re-processed", extra={"error": repr(exc)}
-            )
+        if len(self._in_flight):
+            self._flush("flush before revoke")
+            offsets, _ = self._in_flight.retire()
+            self._checkpoint.add(offsets)
+        if not self._checkpoint.sync(self.producer):
+            log.warning("checkpoint before revoke failed; records may be re-processed")
         self._in_flight.clear()
-        self._committable = {}
+        self._checkpoint.clear()
 
     def lost(self) -> None:
         self._in_flight.clear()
-        self._committable = {}
+        self._checkpoint.clear()
 
     def drain(self) -> None:
         """Wait for the outputs sent and commit what they made safe, synchronously."""
@@ -194,19 +201,20 @@ class AtLeastOnce:
         offsets, failed = self._in_flight.retire()
         if failed is not None:
             log.error("outputs failed during the drain; their records will be re-processed")
-        offsets = {**self._committable, **offsets}
-        self._committable = {}
-        if not offsets:
-            return
-        try:
-            self._consumer.commit(offsets=partitions(offsets), asynchronous=False)
+        self._checkpoint.add(offsets)
+        if self._checkpoint.sync(self.producer):
             log.info("final offsets committed", extra={"partitions": sorted(p for _, p in offsets)})
-        except KafkaException as exc:
-            self._metrics.errors.labels("commit").inc()
-            log.error("final offset commit failed; records may be re-processed", extra={"error": repr(exc)})
+        else:
+            log.error("final checkpoint failed; records may be re-processed")
+
+    def _retired(self, tally: Tally, changes: Changes | None) -> None:
+        self._done(tally)
+        self._checkpoint.changed(changes)
 
     def replace_producer(self, producer: Producer) -> None:
-        if len(self._in_flight):
+        if (
+            not self.idle()
+        ):  # outputs, or a checkpoint's changelog records: only this producer reports on them
             self._flush("flush before a new producer")
         self.producer = producer
 
@@ -219,6 +227,7 @@ class AtLeastOnce:
             extra={"error": str(failed.error), **(failed.refused or {})},
         )
         self._flush("flush after a failed output")
+        self._checkpoint.sync(self.producer)  # what did retire: the changelog then covers it
         return self._in_flight.clear()
 
     def _flush(self, why: str) -> None:
@@ -238,6 +247,7 @@ class ExactlyOnce:
         watchdog: Watchdog,
         metrics: WorkerMetrics,
         done: Callable[[Tally], None],
+        changelog: ChangelogWriter | None = None,
     ) -> None:
         self.producer = producer
         self._settings = settings
@@ -246,9 +256,15 @@ class ExactlyOnce:
         self._metrics = metrics
         self._done = done
         self.denied = False
+        self.changelog_denied = False  # its changelog values are in the transaction: see denied
+        self._changelog = changelog
 
     def publish(self, batch: ScoredBatch) -> Offsets | None:
         records = batch.outputs.records
+        written = None
+        if batch.episodes is not None and self._changelog is not None:
+            changelog, written = self._changelog.records(batch.episodes.changes)
+            records = records + changelog
         deliveries = Batch({}, {}, 0, len(records))  # only its record of the first failed delivery is read
         try:
             self.producer.begin_transaction()
@@ -278,6 +294,8 @@ class ExactlyOnce:
             log.error(message, extra={"error": repr(exc), **(deliveries.refused or {})})
             self._abort()
             return batch.first
+        if written is not None and self._changelog is not None:
+            self._changelog.acknowledged(written)
         self._done(Tally.of(batch))
         return None
 

@@ -46,6 +46,7 @@ class OutRecord(NamedTuple):
     value: bytes | None
     headers: list[tuple[str, bytes]]
     timestamp_ms: int | None = None  # None: the producer stamps it
+    partition: int = -1  # -1: the partitioner picks it (by key); the episode changelog names its own
 
 
 def _extras(beat_ids: list[str | None], labels: list[str | None]) -> list[bytes]:
@@ -169,5 +170,7 @@ def _records(
 ) -> list[OutRecord]:
     """The output records, keyed by source id (``tuple.__new__`` in C: a named tuple's own
     constructor is a Python call per record)."""
-    fields = zip(repeat(topic), [s.encode() for s in source_ids], documents, repeat(headers), repeat(None))
+    fields = zip(
+        repeat(topic), [s.encode() for s in source_ids], documents, repeat(headers), repeat(None), repeat(-1)
+    )
     return list(map(partial(tuple.__new__, OutRecord), fields))

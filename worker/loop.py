@@ -28,6 +28,7 @@ from ecg_anomaly.worker.broker_link import BrokerLink
 from ecg_anomaly.worker.clients import FatalError, client_failure
 from ecg_anomaly.worker.decode import BeatDecoder
 from ecg_anomaly.worker.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from ecg_anomaly.worker.episodes.partitions import EpisodePartitions
 from ecg_anomaly.worker.health import HealthState
 from ecg_anomaly.worker.inflight import Offsets
 from ecg_anomaly.worker.metrics import WorkerMetrics
@@ -62,6 +63,7 @@ class Worker:
         health: HealthState,
         watchdog: Watchdog,
         link: BrokerLink,
+        episodes: EpisodePartitions | None = None,
     ) -> None:
         s = self.settings = settings
         self.consumer, self.metrics, self.health, self.watchdog, self.link = (
@@ -79,20 +81,25 @@ class Worker:
         )
         self.reloader = ModelReloader(s.model, s.model_sha256, s.threshold, s.inference_threads)
         outputs = OutputBuilder(s.anomaly_topic, s.scores_topic, s.dlq_topic, s.group_id, s.client_id, limits)
-        self.pipeline = ScoringPipeline(model, self._decoder(model), outputs, metrics)
+        self.episodes = episodes
+        store, changelog = (None, None) if episodes is None else (episodes.store, episodes.writer)
+        self.pipeline = ScoringPipeline(model, self._decoder(model), outputs, metrics, store)
         self._counter = Counter(metrics)
         producer = producers(self._bounds)
         self.delivery: Delivery = (
-            ExactlyOnce(s, consumer, producer, watchdog, metrics, self._done)
+            ExactlyOnce(s, consumer, producer, watchdog, metrics, self._done, changelog)
             if s.exactly_once
-            else AtLeastOnce(s, consumer, producer, watchdog, metrics, self._done, self._tick)
+            else AtLeastOnce(s, consumer, producer, watchdog, metrics, self._done, self._tick, changelog)
         )
-        self.rebalance = Rebalance(self.pipeline, self.delivery, metrics, link, self.delivery.publish)
+        self.rebalance = Rebalance(
+            self.pipeline, self.delivery, metrics, link, self.delivery.publish, episodes
+        )
         self._stopping = False
         self._next_reload = time.monotonic() + s.reload_interval
         self._last_connected = time.monotonic()
         self._failed_batches = 0
         self._denied_batches = 0
+        self._changelog_denied = False
         self._lag: dict[int, int] = {}
         metrics.set_model(model.version, model.sha256, model.threshold)
         health.model_loaded = True
@@ -122,11 +129,9 @@ class Worker:
             self._tick()
             self._maybe_reload()
             self._follow_limits()
-            for batch in self._next_batches():
-                self._publish(batch)
+            self._publish(self._next_batches())
             self._rewind_if(self.delivery.settle())
-        for batch in self._guarded(self.pipeline.flush):
-            self._publish(batch)
+        self._publish(self._guarded(self.pipeline.flush))
         self.pipeline.close()
         log.info("stop requested: last batch done, draining")
         self.delivery.drain()
@@ -172,13 +177,13 @@ class Worker:
             raise FatalError(f"processing a batch failed unexpectedly: {exc!r}") from exc
         return []
 
-    def _publish(self, batch: ScoredBatch) -> None:
-        self._rewind_if(self.delivery.publish(batch))
+    def _publish(self, batches: list[ScoredBatch]) -> None:
+        self._rewind_if(publish_in_order(batches, self.delivery.publish))
 
     def _done(self, tally: Tally) -> None:
         """A batch's outputs are safe: count it; the failure streak ends."""
         self._failed_batches = self._denied_batches = 0
-        self.health.outputs_denied = False
+        self.health.outputs_denied = self.delivery.changelog_denied
         self._counter.count(tally)
 
     def _tick(self) -> None:
@@ -195,6 +200,10 @@ class Worker:
             )
         self.health.broker_connected = connected
         self.health.joined = self.rebalance.joined
+        changelog_denied = self.delivery.changelog_denied  # an ACL refuses the episodes' changelog
+        if changelog_denied != self._changelog_denied:  # not ready meanwhile; ready again once written
+            self._changelog_denied = changelog_denied
+            self.health.outputs_denied = changelog_denied or self._denied_batches > 0
         self.metrics.ready.set(1 if self.health.ready() else 0)
         if link.lag is not self._lag:
             self._lag = link.lag
@@ -232,12 +241,15 @@ class Worker:
             backoff = RETRY_BACKOFF
         if self._failed_batches >= MAX_FAILED_BATCHES:
             raise FatalError(f"{self._failed_batches} batches in a row could not be published")
-        later = self.pipeline.drop()
-        rewind = {tp: min(offset, later.get(tp, offset)) for tp, offset in {**later, **rewind}.items()}
+        rewind = {
+            tp: offset
+            for tp, offset in earliest(rewind, self.pipeline.drop()).items()
+            if tp in self.rebalance.partitions
+        }
+        if self.episodes is not None:  # their state stepped past the rewind: reload it
+            rewind = self.episodes.rewound(self.consumer, rewind)
         self._reread_limits()
         for (topic, partition), offset in rewind.items():
-            if (topic, partition) not in self.rebalance.partitions:
-                continue
             try:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as exc:  # moved away meanwhile: its next owner starts from the commit
@@ -301,11 +313,33 @@ class Worker:
         bounds = self.limits.producer_bounds()
         if bounds == self._bounds:
             return
-        for batch in self._guarded(self.pipeline.flush):
-            self._publish(batch)
+        self._publish(self._guarded(self.pipeline.flush))
         log.info(
             "output topic limits changed: new producer",
             extra={"message_max_bytes": bounds.message_max_bytes, "batch_size": bounds.batch_size},
         )
         self._bounds = bounds
         self.delivery.replace_producer(self._producers(bounds))
+
+
+def earliest(a: Offsets, b: Offsets) -> Offsets:
+    """Per partition, the earlier of the two offsets (either's where only one has it)."""
+    return {tp: min(offset, b.get(tp, offset)) for tp, offset in {**b, **a}.items()}
+
+
+def publish_in_order(
+    batches: list[ScoredBatch], publish: Callable[[ScoredBatch], Offsets | None]
+) -> Offsets | None:
+    """Publish ``batches`` in input order; after one that failed, none: they are re-read with it.
+
+    Returns where to rewind (None when all were published). Exactly-once, a batch published after
+    a failed one committed its offsets, past the failed batch's records when they share a partition;
+    the rewind then re-read both: the later batch's outputs were published twice.
+    """
+    for i, batch in enumerate(batches):
+        rewind = publish(batch)
+        if rewind is not None:
+            for later in batches[i + 1 :]:
+                rewind = earliest(rewind, later.first)
+            return rewind
+    return None

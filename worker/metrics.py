@@ -11,12 +11,12 @@ from collections.abc import Iterable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ecg_anomaly.schemas.messages import DEAD_LETTER_REASONS, LABELS
+from ecg_anomaly.schemas.messages import ALERT_KINDS, CLOSE_REASONS, DEAD_LETTER_REASONS, LABELS
 
 OUTCOMES = ("normal", "anomaly")
 LATENCY_STAGES = ("fetch", "process", "publish")  # end to end, in order
 REDUCED_CAUSES = ("size", "timestamp", "size,timestamp")
-STAGES = ("decode", "score", "produce", "commit", "transaction", "poll", "model_reload")
+STAGES = ("decode", "score", "produce", "commit", "transaction", "poll", "model_reload", "changelog")
 
 # Fine below 50 ms, where alerting SLOs live (25 ms is a bucket edge: the share within it is exact).
 _LATENCY_BUCKETS = (
@@ -26,6 +26,7 @@ _LATENCY_BUCKETS = (
 _INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
 _ERROR_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)
+_RESTORE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _FEW = 16  # values: up to this many, observe_many places them one by one (measured crossover ~20)
 
 
@@ -96,6 +97,38 @@ class WorkerMetrics:
             registry=r,
         )
 
+        self.episodes_open = Gauge(
+            "ecg_episodes_open", "Open alert episodes in this worker's state (episodes on).", registry=r
+        )
+        self.episode_sources = Gauge(
+            "ecg_episode_sources",
+            "Sources with episode state on this worker: an open episode or anomalous beats in their window.",
+            registry=r,
+        )
+        self.episode_state_bytes = Gauge(
+            "ecg_episode_state_bytes",
+            "Bytes of those sources' changelog values (what a restore of this worker's partitions reads).",
+            registry=r,
+        )
+        self.episode_transitions = Counter(
+            "ecg_episode_transitions", "Alert records written, by kind.", ["kind"], registry=r
+        )
+        self.episodes_closed = Counter(
+            "ecg_episodes_closed",
+            "Episodes closed, by reason (recovered: normal beats in a row; silent: no beat in time).",
+            ["reason"],
+            registry=r,
+        )
+        self.episode_restore = Histogram(
+            "ecg_episode_restore_seconds",
+            "Restoring the episode state of assigned (or rewound) partitions from the changelog.",
+            buckets=_RESTORE_BUCKETS,
+            registry=r,
+        )
+        self.episode_restored_records = Counter(
+            "ecg_episode_restored_records", "Changelog records read by restores.", registry=r
+        )
+
         # the children a batch touches, looked up once (a labels() call costs ~4 us)
         self.scored_normal, self.scored_anomaly = (self.scored.labels(o) for o in OUTCOMES)
         for outcome in OUTCOMES:
@@ -107,6 +140,10 @@ class WorkerMetrics:
             self.errors.labels(stage)
         for cause in REDUCED_CAUSES:
             self.reduced_dead_letters.labels(cause)
+        for kind in ALERT_KINDS:
+            self.episode_transitions.labels(kind)
+        for reason in CLOSE_REASONS:
+            self.episodes_closed.labels(reason)
         self._model_labels: tuple[str, str] | None = None
         self._lag_partitions: set[int] = set()
 
@@ -116,6 +153,11 @@ class WorkerMetrics:
         self._model_labels = (version, sha256)
         self.model_info.labels(version, sha256).set(1)
         self.threshold.set(threshold)
+
+    def set_episodes(self, open_: int, sources: int, state_bytes: int) -> None:
+        self.episodes_open.set(open_)
+        self.episode_sources.set(sources)
+        self.episode_state_bytes.set(state_bytes)
 
     def set_partitions(self, partitions: Iterable[int]) -> None:
         """Keep one lag series per assigned partition (revoked ones disappear)."""

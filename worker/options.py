@@ -8,7 +8,7 @@ from it.
 from __future__ import annotations
 
 from ecg_anomaly.base.kafka import CONNECTION_OPTIONS
-from ecg_anomaly.base.options import Option, finite, non_negative, positive
+from ecg_anomaly.base.options import Option, boolean, finite, non_negative, positive
 
 
 def _sha256(value: str) -> bool:
@@ -203,6 +203,71 @@ OPTIONS: tuple[Option, ...] = (
         finite,
         check=positive,
         check_text="a positive number",
+    ),
+    Option(
+        "episodes",
+        "ECG_EPISODES",
+        False,
+        "alert episodes per source on --alerts-topic: open at k anomalous of the last n beats, close "
+        "after m normal ones or a silence; the state is kept in a compacted changelog topic",
+        boolean,
+        kind="switch",
+    ),
+    Option("alerts_topic", "ECG_ALERTS_TOPIC", "ecg.alerts", "episodes: topic of the alert records"),
+    Option(
+        "episode_changelog_topic",
+        "ECG_EPISODE_CHANGELOG_TOPIC",
+        "",
+        "episodes: the state's compacted changelog topic, as many partitions as the input topic "
+        "(created so if missing)",
+        default_text="<group-id>-episodes-changelog",
+    ),
+    Option(
+        "episode_open_anomalies",
+        "ECG_EPISODE_OPEN_ANOMALIES",
+        5,
+        "episodes: k, the anomalous beats among a source's last --episode-window beats that open one",
+        int,
+        check=positive,
+        check_text="a positive integer",
+    ),
+    Option(
+        "episode_window",
+        "ECG_EPISODE_WINDOW",
+        10,
+        "episodes: n, the last beats of a source in which --episode-open-anomalies are counted",
+        int,
+        check=positive,
+        check_text="a positive integer",
+    ),
+    Option(
+        "episode_close_normal",
+        "ECG_EPISODE_CLOSE_NORMAL",
+        15,
+        "episodes: m, the normal beats in a row that close one",
+        int,
+        check=positive,
+        check_text="a positive integer",
+    ),
+    Option(
+        "episode_silence",
+        "ECG_EPISODE_SILENCE",
+        30.0,
+        "episodes: seconds of beat time without a beat from its source that close one (measured on "
+        "the partition's latest beat time)",
+        finite,
+        check=positive,
+        check_text="a positive number",
+    ),
+    Option(
+        "episode_update_interval",
+        "ECG_EPISODE_UPDATE_INTERVAL",
+        60.0,
+        "episodes: an open one's news is written at most this often (seconds of beat time; 0 = only "
+        "opened and closed)",
+        finite,
+        check=non_negative,
+        check_text="zero or more",
     ),
     Option("http_host", "ECG_HTTP_HOST", "0.0.0.0", "address of /metrics, /healthz, /readyz"),
     Option(

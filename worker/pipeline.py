@@ -1,7 +1,9 @@
 """The scoring pipeline: a poll's records → decoded beats → scores → the batch's output records.
 
 It knows nothing about delivery: what it hands back (:class:`ScoredBatch`) is the records to
-produce, the input offsets they cover and what the metrics will count once they are safe.
+produce, the input offsets they cover and what the metrics will count once they are safe. With
+episodes on, each finished batch also steps the episode store (in input order: batches are finished
+in the order they were polled) and carries its alert records and changelog changes.
 
 Scoring runs one batch ahead on a second thread: while onnxruntime scores batch N (it releases the
 GIL), the caller publishes batch N-1. At most one batch waits there; :meth:`ScoringPipeline.flush`
@@ -22,6 +24,7 @@ import numpy as np
 
 from ecg_anomaly.worker.dead_letters import Unpublishable
 from ecg_anomaly.worker.decode import BeatDecoder, DecodedBatch
+from ecg_anomaly.worker.episodes.store import EpisodeStep, EpisodeStore
 from ecg_anomaly.worker.inflight import Offsets
 from ecg_anomaly.worker.metrics import WorkerMetrics
 from ecg_anomaly.worker.model import Model, Scores
@@ -54,6 +57,7 @@ class ScoredBatch:
     after: Offsets  # per partition, the offset after the batch: what a commit records
     polled_at: float  # epoch seconds its records were taken from the client
     built_at: float  # epoch seconds its outputs were built
+    episodes: EpisodeStep | None = None  # its alert records are among the outputs' already
 
 
 @dataclass(slots=True)
@@ -69,11 +73,17 @@ class _Pending:
 
 class ScoringPipeline:
     def __init__(
-        self, model: Model, decoder: BeatDecoder, outputs: OutputBuilder, metrics: WorkerMetrics
+        self,
+        model: Model,
+        decoder: BeatDecoder,
+        outputs: OutputBuilder,
+        metrics: WorkerMetrics,
+        episodes: EpisodeStore | None = None,
     ) -> None:
         self.model = model
         self.decoder = decoder
         self.outputs = outputs
+        self.episodes = episodes
         self._metrics = metrics
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="scoring")
         self._pending: _Pending | None = None
@@ -143,6 +153,14 @@ class ScoringPipeline:
             outputs = self.outputs.build(pending.batch, scores, model.threshold, model.version)
         except Unpublishable as exc:
             raise BatchFailed(pending.first, "produce", f"a dead letter cannot be written: {exc}") from exc
+        step = None
+        if self.episodes is not None:
+            store = self.episodes
+            step = store.step(
+                outputs.batch, outputs.anomaly, outputs.score, model.threshold, pending.after, model.version
+            )
+            outputs.records.extend(step.alerts)
+            self._metrics.set_episodes(store.open, store.sources, store.state_bytes)
         return ScoredBatch(
-            outputs, pending.consumed, pending.first, pending.after, pending.polled_at, time.time()
+            outputs, pending.consumed, pending.first, pending.after, pending.polled_at, time.time(), step
         )

@@ -5,6 +5,8 @@ delivery strategy makes safe and commits what it can; the next owner starts from
 Partitions taken away without a revoke (lost: the session expired) get nothing committed. A
 completed rebalance, even one that assigns no partition, means the member has joined its group:
 an idle member is a healthy one (a surge pod during a rollout at replicas = partitions is idle).
+With episodes on, an assigned partition's state is restored from the changelog here, before any of
+its records is fetched, and a revoked or lost one's is dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from confluent_kafka import TopicPartition
 
 from ecg_anomaly.worker.broker_link import BrokerLink
 from ecg_anomaly.worker.delivery import Delivery
+from ecg_anomaly.worker.episodes.partitions import EpisodePartitions
 from ecg_anomaly.worker.metrics import WorkerMetrics
 from ecg_anomaly.worker.pipeline import BatchFailed, ScoredBatch, ScoringPipeline
 
@@ -32,8 +35,10 @@ class Rebalance:
         metrics: WorkerMetrics,
         link: BrokerLink,
         publish: Callable[[ScoredBatch], Any],
+        episodes: EpisodePartitions | None = None,
     ) -> None:
         """``publish`` is how a finished batch is published (the delivery strategy's ``publish``)."""
+        self._episodes = episodes
         self.partitions: set[tuple[str, int]] = set()
         self.rebalancing_since: float | None = time.monotonic()  # until the first assignment
         self._pipeline = pipeline
@@ -53,7 +58,9 @@ class Rebalance:
             self.rebalancing_since = now
         return self.rebalancing_since
 
-    def on_assign(self, _consumer: Any, assigned: list[TopicPartition]) -> None:
+    def on_assign(self, consumer: Any, assigned: list[TopicPartition]) -> None:
+        if self._episodes is not None:
+            self._episodes.assigned(consumer, assigned)
         self.partitions |= {(tp.topic, tp.partition) for tp in assigned}
         self.rebalancing_since = None
         self._link.connected = True  # the group coordinator just answered (statistics come every second)
@@ -86,3 +93,5 @@ class Rebalance:
     def _forget(self, gone: list[TopicPartition]) -> None:
         self.partitions -= {(tp.topic, tp.partition) for tp in gone}
         self._metrics.set_partitions(p for _, p in self.partitions)
+        if self._episodes is not None:
+            self._episodes.revoked([tp.partition for tp in gone])

@@ -19,6 +19,7 @@ from typing import Any
 from ecg_anomaly.base.errors import ConfigError
 from ecg_anomaly.base.kafka import CONNECTION_OPTIONS, KafkaConnection
 from ecg_anomaly.base.options import add_options, resolve
+from ecg_anomaly.worker.episodes.rules import EpisodeRules
 from ecg_anomaly.worker.options import ALL_OPTIONS, OPTIONS
 
 
@@ -53,6 +54,14 @@ class WorkerSettings:
     kafka_timeout: float
     broker_timeout: float
     drain_timeout: float
+    episodes: bool
+    alerts_topic: str
+    episode_changelog_topic: str
+    episode_open_anomalies: int
+    episode_window: int
+    episode_close_normal: int
+    episode_silence: float
+    episode_update_interval: float
     http_host: str
     http_port: int
     liveness_timeout: float
@@ -62,6 +71,16 @@ class WorkerSettings:
     @property
     def exactly_once(self) -> bool:
         return self.guarantee == "exactly-once"
+
+    @property
+    def episode_rules(self) -> EpisodeRules:
+        return EpisodeRules(
+            self.episode_open_anomalies,
+            self.episode_window,
+            self.episode_close_normal,
+            round(self.episode_silence * 1000),
+            round(self.episode_update_interval * 1000),
+        )
 
     def public(self) -> dict[str, Any]:
         """Every setting but secrets, for the start-up log line."""
@@ -90,5 +109,10 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     hostname = socket.gethostname()
     own["client_id"] = values["client_id"] or f"ecg-worker-{hostname}"
     own["transactional_id"] = values["transactional_id"] or f"{values['group_id']}-{hostname}"
+    own["episode_changelog_topic"] = (
+        values["episode_changelog_topic"] or f"{values['group_id']}-episodes-changelog"
+    )
     kafka = KafkaConnection.from_values({o.name: values[o.name] for o in CONNECTION_OPTIONS}, env)
-    return WorkerSettings(**own, kafka=kafka)
+    settings = WorkerSettings(**own, kafka=kafka)
+    _ = settings.episode_rules  # k of n are checked together: a ConfigError now, not at the first batch
+    return settings

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecg_anomaly.schemas.messages import CLOSE_REASONS
+from ecg_anomaly.worker.episodes.store import CLOSED, OPENED, UPDATED
 from ecg_anomaly.worker.metrics import WorkerMetrics, observe_many
 from ecg_anomaly.worker.pipeline import ScoredBatch
 from ecg_anomaly.worker.records import Record
@@ -34,6 +36,7 @@ class Tally:
     labels: list[tuple[str, bool]]  # (ground-truth label, flagged) of the labelled beats
     polled_at: float  # epoch seconds: taken from the client
     built_at: float  # epoch seconds: outputs built
+    transitions: dict[str, int] | None  # episode transitions (kinds and close reasons), episodes on
 
     @classmethod
     def of(cls, batch: ScoredBatch) -> Tally:
@@ -56,6 +59,7 @@ class Tally:
             ],
             batch.polled_at,
             batch.built_at,
+            None if batch.episodes is None else batch.episodes.counts,
         )
 
 
@@ -76,6 +80,8 @@ class Counter:
             m.reduced_dead_letters.labels(cause).inc()
         if t.first_reject is not None:
             self._dead_letters.add(t.reasons, t.first_reject)
+        if t.transitions is not None and any(t.transitions.values()):
+            self._transitions(t.transitions)
         if t.score is None:
             return
         n_anomaly = int(np.count_nonzero(t.anomaly))
@@ -90,6 +96,15 @@ class Counter:
         m.publish_latency.observe(max(now - t.built_at, 0.0))
         for label, flag in t.labels:
             m.labelled.labels(label, "anomaly" if flag else "normal").inc()
+
+    def _transitions(self, counts: dict[str, int]) -> None:
+        m = self.metrics
+        closed = 0
+        for reason in CLOSE_REASONS:
+            closed += counts[reason]
+            m.episodes_closed.labels(reason).inc(counts[reason])
+        for kind, n in ((OPENED, counts[OPENED]), (UPDATED, counts[UPDATED]), (CLOSED, closed)):
+            m.episode_transitions.labels(kind).inc(n)
 
 
 class _DeadLetterLog:

@@ -21,6 +21,7 @@ _STRIMZI_OPERATION = {
     "WRITE": "Write",
     "DESCRIBE": "Describe",
     "DESCRIBE_CONFIGS": "DescribeConfigs",
+    "CREATE": "Create",
 }
 
 
@@ -30,7 +31,7 @@ class Acl:
 
     resource: str  # TOPIC, GROUP or TRANSACTIONAL_ID
     name: str
-    operation: str  # READ, WRITE, DESCRIBE or DESCRIBE_CONFIGS
+    operation: str  # READ, WRITE, DESCRIBE, DESCRIBE_CONFIGS or CREATE
     why: str
     prefixed: bool = False
 
@@ -56,13 +57,23 @@ def worker_acls(
     dlq_topic: str,
     group_id: str,
     exactly_once: bool,
+    alerts_topic: str = "",
+    changelog_topic: str = "",
+    create_changelog: bool = False,
 ) -> tuple[Acl, ...]:
-    """Every ACL one worker principal needs; ``scores_topic`` empty when scores are off."""
+    """Every ACL one worker principal needs; ``scores_topic`` empty when scores are off, ``alerts_topic``
+    and ``changelog_topic`` empty when episodes are off; ``create_changelog`` when the worker is to
+    create its changelog topic (not when ``ecg-anomaly topics`` or Strimzi made it)."""
     acls = [
         Acl("TOPIC", input_topic, "READ", "consume the beats"),
         Acl("GROUP", group_id, "READ", "join the consumer group and commit its offsets"),
     ]
-    outputs = ((anomaly_topic, "anomaly events"), (scores_topic, "scores"), (dlq_topic, "dead letters"))
+    outputs = (
+        (anomaly_topic, "anomaly events"),
+        (scores_topic, "scores"),
+        (dlq_topic, "dead letters"),
+        (alerts_topic, "alert episodes"),
+    )
     for topic, what in outputs:
         if not topic:
             continue
@@ -75,6 +86,21 @@ def worker_acls(
                 "read the topic's limits (without it Kafka's defaults are assumed)",
             )
         )
+    if changelog_topic:
+        acls += [
+            Acl("TOPIC", changelog_topic, "READ", "episodes: restore the state of assigned partitions"),
+            Acl("TOPIC", changelog_topic, "WRITE", "episodes: write the state with each checkpoint"),
+            Acl(
+                "TOPIC",
+                changelog_topic,
+                "DESCRIBE_CONFIGS",
+                "episodes: check the changelog is compacted; read its limits",
+            ),
+        ]
+        if create_changelog:
+            acls.append(
+                Acl("TOPIC", changelog_topic, "CREATE", "episodes: create the changelog topic if missing")
+            )
     if exactly_once:
         acls.append(
             Acl(
@@ -89,7 +115,13 @@ def worker_acls(
 
 
 def tool_acls(
-    input_topic: str, anomaly_topic: str, dlq_topic: str, redrive_group: str, watch_group: str
+    input_topic: str,
+    anomaly_topic: str,
+    dlq_topic: str,
+    redrive_group: str,
+    watch_group: str,
+    alerts_topic: str = "",
+    changelog_topic: str = "",
 ) -> dict[str, tuple[Acl, ...]]:
     """What each command-line tool's principal needs, by command.
 
@@ -101,11 +133,17 @@ def tool_acls(
         "watch": (
             Acl("TOPIC", anomaly_topic, "READ", "follow anomaly events"),
             Acl("TOPIC", dlq_topic, "READ", "with --dlq: follow dead letters"),
+            *(
+                [Acl("TOPIC", alerts_topic, "READ", "with --alerts: follow alert episodes")]
+                if alerts_topic
+                else []
+            ),
             Acl("GROUP", watch_group, "DESCRIBE", "find its group's coordinator (no group is joined)"),
         ),
         "topics": tuple(
             acl
-            for topic in (input_topic, anomaly_topic, dlq_topic)
+            for topic in (input_topic, anomaly_topic, dlq_topic, alerts_topic, changelog_topic)
+            if topic
             for acl in (
                 Acl("TOPIC", topic, "DESCRIBE", "see the topic and its partitions"),
                 Acl("TOPIC", topic, "DESCRIBE_CONFIGS", "check its retention.ms and min.insync.replicas"),

@@ -1,8 +1,9 @@
 """``ecg-anomaly demo`` (what ``make demo`` runs): the whole system on one machine, on real data.
 
-Model (trained once, then reused) → local Kafka broker → topics → worker →
-the test split replayed as a live feed with a few malformed records → a
-summary every few seconds read from the worker's own ``/metrics``. The end of
+Model (trained once, then reused) → local Kafka broker → topics → worker (with
+alert episodes per source, ``--episodes``) → the test split replayed as a live
+feed with a few malformed records → a summary every few seconds read from the
+worker's own ``/metrics``. The end of
 the replay or Ctrl-C stops everything the demo started; a broker that was
 already running is used and left alone. Given ``--bootstrap-servers`` (or
 ``ECG_BOOTSTRAP_SERVERS``) the demo uses that cluster instead, with the same
@@ -36,6 +37,7 @@ from ecg_anomaly.trainer.presets import PRESETS
 INPUT_TOPIC = "ecg.beats"
 ANOMALY_TOPIC = "ecg.anomalies"
 DLQ_TOPIC = "ecg.beats.dlq"
+ALERTS_TOPIC = "ecg.alerts"  # the worker creates its episodes' changelog itself (<group>-episodes-changelog)
 CATCH_UP_TIMEOUT = 60.0  # seconds for the worker to finish the feed after the replay ends
 
 
@@ -167,7 +169,7 @@ def _run(values: dict[str, Any], stack: ExitStack, stop: threading.Event) -> Non
         return
     bootstrap = connection.bootstrap_servers
     group = f"ecg-demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    topics = {INPUT_TOPIC: values["partitions"], ANOMALY_TOPIC: 3, DLQ_TOPIC: 1}
+    topics = {INPUT_TOPIC: values["partitions"], ANOMALY_TOPIC: 3, DLQ_TOPIC: 1, ALERTS_TOPIC: 3}
     try:
         ds.create_topics(connection, topics, group, INPUT_TOPIC, say)
     except EcgAnomalyError as exc:
@@ -178,16 +180,19 @@ def _run(values: dict[str, Any], stack: ExitStack, stop: threading.Event) -> Non
         ) from None
     port = values["metrics_port"] if ds.port_free(values["metrics_port"]) else ds.free_port()
     worker_args = ["--model", str(model), "--group-id", group, *_connection_flags(values, bootstrap)]
+    worker_args += ["--episodes", "--alerts-topic", ALERTS_TOPIC]
     worker = ds.DemoWorker(stack, worker_args, port, model.parent / "demo" / "worker.log", say)
     worker.wait_ready(90, stop.is_set)
     if stop.is_set():
         return
     say(f"worker ready (consumer group {group}); metrics at {worker.metrics_url}")
     _serve_page(stack, connection, model, worker.metrics_url, values["web_port"])
+    security = " and the same security options" if connection.security_protocol != "PLAINTEXT" else ""
     say(
         "follow the anomalies in another terminal: "
-        f".venv/bin/ecg-anomaly watch --bootstrap-servers {bootstrap}"
-        + (" and the same security options" if connection.security_protocol != "PLAINTEXT" else "")
+        f".venv/bin/ecg-anomaly watch --bootstrap-servers {bootstrap}{security}; "
+        "the alert episodes (one per run of abnormal beats of a source, not one per beat): "
+        f".venv/bin/ecg-anomaly watch --alerts --bootstrap-servers {bootstrap}"
     )
 
     beats = load_beats("ecg5000", "auto", "test", 0.2, 21)
@@ -211,7 +216,7 @@ def _run(values: dict[str, Any], stack: ExitStack, stop: threading.Event) -> Non
     while feed.is_alive() and not stop.wait(0.2):
         if time.monotonic() >= next_line:
             current = _scrape(worker)
-            say(live_line(current, previous, current.at - first.at))
+            say(live_line(current, previous, current.at - first.at, episodes=True))
             previous, next_line = current, next_line + interval
     replayer.stop()
     feed.join()
@@ -223,14 +228,17 @@ def _run(values: dict[str, Any], stack: ExitStack, stop: threading.Event) -> Non
         f"replay {'stopped' if stop.is_set() else 'done'}: {stats.beats:,} beats + "
         f"{sum(stats.bad.values()):,} malformed records sent, {stats.delivered:,} acknowledged"
     )
-    for line in [*final_lines(last, first), *_checks(last, stats, model)]:
+    for line in [*final_lines(last, first, episodes=True), *_checks(last, stats, model)]:
         say(line)
 
 
 def _serve_page(stack: ExitStack, connection: KafkaConnection, model: Path, metrics: str, port: int) -> None:
-    page = LivePage(connection, ANOMALY_TOPIC, model, metrics)
+    page = LivePage(connection, ANOMALY_TOPIC, model, metrics, episodes=True)
     url = page.start(stack, port if port == 0 or ds.port_free(port) else 0)
-    say(f"live page: {url} (the worker's numbers, flagged beats drawn with their per-sample error)")
+    say(
+        f"live page: {url} (the worker's numbers and open alert episodes, flagged beats drawn with "
+        "their per-sample error)"
+    )
 
 
 def _connection_flags(values: dict[str, Any], bootstrap: str) -> list[str]:

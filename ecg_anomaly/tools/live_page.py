@@ -91,6 +91,8 @@ def check_watch_values(values: dict[str, Any]) -> None:
         return
     if values["dlq"]:
         raise ConfigError("--web shows anomaly events, not dead letters: drop --dlq")
+    if values["alerts"]:
+        raise ConfigError("--web shows anomaly events, not alert records: drop --alerts")
     if values["limit"] is not None or values["timeout"] is not None:
         raise ConfigError("--web serves the page until Ctrl-C: --limit and --timeout do not apply")
 
@@ -138,6 +140,9 @@ def numbers(current: Snapshot, oldest: Snapshot) -> dict[str, Any]:
         "lag": current.lag,
         "precision": precision,
         "recall": recall,
+        "episodes_open": current.episodes.open,  # the page shows them when the worker has --episodes
+        "episodes_opened": current.episodes.records.get("opened", 0.0),
+        "episodes_closed": sum(current.episodes.closed.values()),
     }
 
 
@@ -151,8 +156,11 @@ class LivePage:
         model: Path | None,
         metrics: str | None,
         from_beginning: bool = False,
+        episodes: bool = False,
     ) -> None:
+        """``episodes``: the worker runs with ``--episodes``, so the page shows its open episodes."""
         self.connection = connection
+        self.episodes = episodes
         self.topic = topic
         self.from_beginning = from_beginning
         self.rescorer = Rescorer(model) if model is not None else None
@@ -199,6 +207,7 @@ class LivePage:
             "source_count": source_count,
             "model": model,
             "failure": self.failure,
+            "episodes": self.episodes,
         }
 
     def beats(self) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 A :class:`Snapshot` is one scrape reduced to what the summary shows. Between two
 snapshots: beats/s (consumed), and the p99 end-to-end latency of the beats
-scored in that window; for one snapshot: totals, dead letters by reason, and
+scored in that window; for one snapshot: totals, dead letters by reason,
 precision/recall of the "anomaly" outcome against the labels the beats
-carried (``ecg_labelled_beats_total``). The quantile is estimated from the
+carried (``ecg_labelled_beats_total``), and the alert episodes (open now, opened,
+closed by reason), shown when the worker runs with ``--episodes`` (the metrics
+are there either way, at 0). The quantile is estimated from the
 histogram buckets exactly as PromQL's ``histogram_quantile`` does, so the
 demo and a Grafana panel agree.
 """
@@ -21,6 +23,22 @@ Buckets = tuple[tuple[float, float], ...]  # (upper bound "le", cumulative count
 
 
 @dataclass(frozen=True)
+class Episodes:
+    """The worker's alert episodes (``ecg_episode*``): open now, and records written so far."""
+
+    open: float = 0.0
+    records: dict[str, float] = field(default_factory=dict)  # kind (opened/updated/closed) → alert records
+    closed: dict[str, float] = field(default_factory=dict)  # reason (recovered/silent) → episodes
+
+    def line(self) -> str:
+        reasons = ", ".join(f"{r} {n:,.0f}" for r, n in sorted(self.closed.items()) if n)
+        return (
+            f"episodes open {self.open:,.0f} (opened {self.records.get('opened', 0):,.0f}, "
+            f"closed {sum(self.closed.values()):,.0f}" + (f": {reasons}" if reasons else "") + ")"
+        )
+
+
+@dataclass(frozen=True)
 class Snapshot:
     at: float  # when it was scraped (monotonic seconds)
     consumed: float = 0.0
@@ -30,6 +48,7 @@ class Snapshot:
     confusion: dict[tuple[str, str], float] = field(default_factory=dict)  # (label, outcome) → count
     latency: Buckets = ()
     lag: float = 0.0
+    episodes: Episodes = field(default_factory=Episodes)
 
     @property
     def dead_letter_total(self) -> float:
@@ -57,6 +76,9 @@ def parse_snapshot(text: str, at: float) -> Snapshot:
     confusion: dict[tuple[str, str], float] = {}
     latency: list[tuple[float, float]] = []
     lag = 0.0
+    episodes_open = 0.0
+    records: dict[str, float] = {}
+    closed: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
@@ -72,6 +94,12 @@ def parse_snapshot(text: str, at: float) -> Snapshot:
                 latency.append((float(labels["le"]), value))
             elif name == "ecg_consumer_lag":
                 lag += value
+            elif name == "ecg_episodes_open":
+                episodes_open = value
+            elif name == "ecg_episode_transitions_total":
+                records[labels["kind"]] = value
+            elif name == "ecg_episodes_closed_total":
+                closed[labels["reason"]] = value
     return Snapshot(
         at=at,
         consumed=values.get("consumed", 0.0),
@@ -81,6 +109,7 @@ def parse_snapshot(text: str, at: float) -> Snapshot:
         confusion=confusion,
         latency=tuple(sorted(latency)),
         lag=lag,
+        episodes=Episodes(episodes_open, records, closed),
     )
 
 
@@ -137,8 +166,9 @@ def _ms(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds * 1000:,.0f} ms"
 
 
-def live_line(current: Snapshot, previous: Snapshot, elapsed: float) -> str:
-    """One line for the running demo: the window's rate and p99, the run's totals and quality."""
+def live_line(current: Snapshot, previous: Snapshot, elapsed: float, episodes: bool = False) -> str:
+    """One line for the running demo: the window's rate and p99, the run's totals and quality (and
+    with ``episodes``, the alert episodes)."""
     precision, recall = current.precision_recall()
     p99 = histogram_quantile(0.99, window(current.latency, previous.latency))
     return (
@@ -146,16 +176,17 @@ def live_line(current: Snapshot, previous: Snapshot, elapsed: float) -> str:
         f"scored {current.normal + current.anomalies:,.0f} | anomalies {current.anomalies:,.0f} | "
         f"dead letters {current.dead_letter_total:,.0f} | precision {_ratio(precision)} "
         f"recall {_ratio(recall)} | p99 latency {_ms(p99)} | lag {current.lag:,.0f}"
+        + (f" | {current.episodes.line()}" if episodes else "")
     )
 
 
-def final_lines(snapshot: Snapshot, first: Snapshot) -> list[str]:
+def final_lines(snapshot: Snapshot, first: Snapshot, episodes: bool = False) -> list[str]:
     """The run's totals: outcomes, dead letters by reason, confusion, precision/recall, p99 latency."""
     precision, recall = snapshot.precision_recall()
     seconds = snapshot.at - first.at
     c = snapshot.confusion
     reasons = ", ".join(f"{r} {n:,.0f}" for r, n in sorted(snapshot.dead_letters.items()) if n)
-    return [
+    lines = [
         f"worker consumed {snapshot.consumed:,.0f} records in {seconds:.0f} s: "
         f"{snapshot.normal:,.0f} normal, {snapshot.anomalies:,.0f} anomalies, "
         f"{snapshot.dead_letter_total:,.0f} dead letters" + (f" ({reasons})" if reasons else ""),
@@ -168,3 +199,11 @@ def final_lines(snapshot: Snapshot, first: Snapshot) -> list[str]:
         f"p50 {_ms(histogram_quantile(0.5, snapshot.latency))} "
         "(record timestamp to outputs acknowledged; estimated from the histogram buckets)",
     ]
+    if episodes:
+        e = snapshot.episodes
+        kinds = ", ".join(f"{k} {e.records.get(k, 0):,.0f}" for k in ("opened", "updated", "closed"))
+        lines.append(
+            f"alert {e.line()}; {sum(e.records.values()):,.0f} alert records ({kinds}) "
+            f"for {snapshot.anomalies:,.0f} anomaly events"
+        )
+    return lines

@@ -9,6 +9,8 @@ Examples::
 The plan is the worker's topics (the same ``ECG_*_TOPIC`` variables as the worker, so run in a worker
 pod it checks that pod's topics) with partitions, replication, ``retention.ms`` and
 ``min.insync.replicas``; its defaults are what ``deploy/k8s/components/strimzi-topics`` declares.
+The alert episodes' two topics (the worker's ``--episodes``) are planned too: the alerts topic, and
+the state's changelog, compacted, with as many partitions as the input topic.
 An existing topic is never changed: a difference is reported (exit 1) for a person to decide, as
 adding partitions moves keys and shortening retention deletes data.
 """
@@ -39,10 +41,30 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("dlq_topic", "ECG_DLQ_TOPIC", "ecg.beats.dlq", "dead-letter topic"),
     Option(
+        "alerts_topic",
+        "ECG_ALERTS_TOPIC",
+        "ecg.alerts",
+        "topic of alert episodes (--alerts-topic '': neither it nor the episodes' changelog)",
+    ),
+    Option(
+        "group_id",
+        "ECG_GROUP_ID",
+        "ecg-worker",
+        "the worker's consumer group, which names the episodes' changelog topic by default",
+    ),
+    Option(
+        "episode_changelog_topic",
+        "ECG_EPISODE_CHANGELOG_TOPIC",
+        "",
+        "the episodes' state: a compacted topic with the input topic's partitions",
+        default_text="<group-id>-episodes-changelog",
+    ),
+    Option(
         "partitions",
         None,
         12,
-        "partitions of the input, anomaly and scores topics: the most workers that can share the load",
+        "partitions of the input, anomaly, scores, alerts and changelog topics: the most workers that "
+        "can share the load",
         int,
         check=positive,
         check_text="a positive integer",
@@ -78,7 +100,7 @@ OPTIONS: tuple[Option, ...] = (
         "retention_hours",
         None,
         168.0,
-        "retention of the input and anomaly topics (hours)",
+        "retention of the input, anomaly and alerts topics (hours)",
         finite,
         check=positive,
         check_text="a positive number",
@@ -132,28 +154,40 @@ def plan(values: dict[str, Any]) -> list[TopicSpec]:
             f"--min-insync-replicas {values['min_insync_replicas']} is more than --replication-factor "
             f"{values['replication_factor']}: no write could ever be acknowledged"
         )
+    changelog = ""
+    if values["alerts_topic"]:
+        changelog = values["episode_changelog_topic"] or f"{values['group_id']}-episodes-changelog"
     roles = [
         ("input_topic", values["partitions"], values["retention_hours"]),
         ("anomaly_topic", values["partitions"], values["retention_hours"]),
         ("scores_topic", values["partitions"], values["scores_retention_hours"]),
         ("dlq_topic", values["dlq_partitions"], values["dlq_retention_hours"]),
+        ("alerts_topic", values["partitions"], values["retention_hours"]),
     ]
-    names = [values[role] for role, _, _ in roles if values[role]]
+    names = [values[role] for role, _, _ in roles if values[role]] + ([changelog] if changelog else [])
     if len(set(names)) != len(names):
         raise ConfigError(f"the topics must differ: {', '.join(names)}")
-    return [
+    insync = {"min.insync.replicas": str(values["min_insync_replicas"])}
+    specs = [
         TopicSpec(
             values[role],
             partitions,
             values["replication_factor"],
-            {
-                "retention.ms": str(round(hours * HOUR_MS)),
-                "min.insync.replicas": str(values["min_insync_replicas"]),
-            },
+            {"retention.ms": str(round(hours * HOUR_MS)), **insync},
         )
         for role, partitions, hours in roles
         if values[role]
     ]
+    if changelog:  # the worker's state, one record per source: compacted, never deleted by age
+        specs.append(
+            TopicSpec(
+                changelog,
+                values["partitions"],
+                values["replication_factor"],
+                {"cleanup.policy": "compact", **insync},
+            )
+        )
+    return specs
 
 
 def default_plan() -> list[TopicSpec]:

@@ -1,4 +1,5 @@
-"""``ecg-anomaly watch``: follow the anomaly topic (or ``--dlq`` the dead letters), one readable line each.
+"""``ecg-anomaly watch``: follow the anomaly topic (``--dlq`` the dead letters, ``--alerts`` the alert
+episodes), one readable line each.
 
 Reads every partition without joining a consumer group (nothing is committed,
 nothing is taken from the workers' groups) and with ``read_committed``, so an
@@ -13,11 +14,12 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 import orjson
 
-from ecg_anomaly.base.errors import EcgAnomalyError
+from ecg_anomaly.base.errors import ConfigError, EcgAnomalyError
 from ecg_anomaly.base.kafka import (
     CONNECTION_OPTIONS,
     ErrorLog,
@@ -37,17 +39,27 @@ if TYPE_CHECKING:
 
 DEFAULT_ANOMALY_TOPIC = "ecg.anomalies"
 DEFAULT_DLQ_TOPIC = "ecg.beats.dlq"
+DEFAULT_ALERTS_TOPIC = "ecg.alerts"
 CLIENT_ID = "ecg-watch"
 _MESSAGE_WIDTH = 90
 
 OPTIONS: tuple[Option, ...] = (
     Option("dlq", None, False, f"follow dead letters ({DEFAULT_DLQ_TOPIC})", kind="switch"),
     Option(
+        "alerts",
+        None,
+        False,
+        f"follow alert episodes ({DEFAULT_ALERTS_TOPIC}; the worker's --episodes)",
+        kind="switch",
+    ),
+    Option(
         "topic",
         None,
         None,
         "topic to follow",
-        default_text=f"{DEFAULT_ANOMALY_TOPIC}, or {DEFAULT_DLQ_TOPIC} with --dlq",
+        default_text=(
+            f"{DEFAULT_ANOMALY_TOPIC}, {DEFAULT_DLQ_TOPIC} with --dlq, {DEFAULT_ALERTS_TOPIC} with --alerts"
+        ),
     ),
     Option("from_beginning", None, False, "print what is already there, then follow", kind="switch"),
     Option(
@@ -93,9 +105,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     values = resolve((*OPTIONS, *CONNECTION_OPTIONS, *live_page.WATCH_OPTIONS), args, os.environ)
+    if values["dlq"] and values["alerts"]:
+        raise ConfigError("--dlq and --alerts follow different topics: choose one")
     live_page.check_watch_values(values)
     connection = KafkaConnection.from_values(values, os.environ)
-    topic = values["topic"] or (DEFAULT_DLQ_TOPIC if values["dlq"] else DEFAULT_ANOMALY_TOPIC)
+    mode = "dlq" if values["dlq"] else "alerts" if values["alerts"] else "anomalies"
+    topic = values["topic"] or DEFAULT_TOPICS[mode]
     stopping: list[bool] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(True))
     try:
@@ -104,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         return follow(
             connection,
             topic,
-            values["dlq"],
+            FORMATS[mode],
             values["from_beginning"],
             values["limit"],
             values["timeout"],
@@ -117,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 def follow(
     connection: KafkaConnection,
     topic: str,
-    dlq: bool,
+    format_record: Callable[[Message], str],
     from_beginning: bool,
     limit: int | None,
     timeout: float | None,
@@ -152,7 +167,7 @@ def follow(
             if record is not None:
                 if record.error() is not None:  # a deleted topic, a missing ACL: not worth waiting for
                     raise EcgAnomalyError(f"cannot read {topic}: {explain([record.error()])}")
-                print(format_dead_letter(record) if dlq else format_anomaly(record), file=out, flush=True)
+                print(format_record(record), file=out, flush=True)
                 seen += 1
                 last = time.monotonic()
                 if limit is not None and seen >= limit:
@@ -205,3 +220,33 @@ def format_dead_letter(record: Message) -> str:
     if expected is not None and expected != reason:
         line += f"  (replay expected {expected})"
     return line
+
+
+def format_alert(record: Message) -> str:
+    """``last beat time  source  kind #sequence  anomalous/total beats since first  peak score severity
+    model  episode id  [input coordinates of the opening beat]``."""
+    try:
+        alert = m.decode_event(record.value())
+        kind = alert["kind"] + (f" ({alert['closed_reason']})" if "closed_reason" in alert else "")
+        opened = alert["opened_by"]
+        return (
+            f"{alert['last_beat_time']}  {alert['source_id']:<12} {kind:<18} #{alert['sequence']:<3} "
+            f"{alert['anomalous_beats']}/{alert['total_beats']} beats anomalous since "
+            f"{alert['first_beat_time']}  peak {alert['peak_score']:.4f} {alert['peak_severity']:<8} "
+            f"model {alert['model_version']}  episode {alert['episode_id']}  "
+            f"[opened by {opened['topic']} {opened['partition']}@{opened['offset']}]"
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return f"unreadable alert at {record.topic()} {record.partition()}@{record.offset()}: {exc!r}"
+
+
+DEFAULT_TOPICS = {
+    "anomalies": DEFAULT_ANOMALY_TOPIC,
+    "dlq": DEFAULT_DLQ_TOPIC,
+    "alerts": DEFAULT_ALERTS_TOPIC,
+}
+FORMATS: dict[str, Callable[[Message], str]] = {
+    "anomalies": format_anomaly,
+    "dlq": format_dead_letter,
+    "alerts": format_alert,
+}

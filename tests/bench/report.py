@@ -154,6 +154,7 @@ def table(results: dict[str, Any]) -> str:
                 f"{ready['starts']} starts",
             )
         )
+    rows += _episode_rows(r)
     rows += _baseline_rows(r)
     parts = [v for v in r.values() if isinstance(v, dict)]
     loads = [run["load_avg"][0] for v in parts for run in v.get("runs", [v]) if "load_avg" in run]
@@ -172,6 +173,54 @@ def table(results: dict[str, Any]) -> str:
 def _runs(r: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     parts = [v for k, v in r.items() if k.startswith(prefix) and isinstance(v, dict)]
     return [run for v in parts for run in v.get("runs", [v]) if "rss_mb" in run]
+
+
+def _episode_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The episode parts: throughput on vs off, the ECG5000 replay, state memory and restore."""
+    rows = []
+    for kind in ("json", "binary"):
+        on, off = r.get(f"episodes_on_{kind}"), r.get(f"episodes_off_{kind}")
+        if on and off:
+            rows.append(
+                (
+                    f"{kind} beats/s, --episodes on vs off ({on['anomaly_share']:.0%} flagged, 50 sources)",
+                    f"on {_n(on['beats_per_s'])}; off {_n(off['beats_per_s'])}; "
+                    f"CPU {on['cpu_us_per_beat']} vs {off['cpu_us_per_beat']} us/beat",
+                    f"{_ratio(on['beats_per_s'], off['beats_per_s'])} (goal >= 0.8x)",
+                )
+            )
+    if replay := r.get("episodes_replay"):
+        x = replay
+        rows.append(
+            (
+                f"ECG5000 test split as {replay['sources']} sources, {replay['beat_hours']:g} h of beat time "
+                f"(72 beats a minute each), defaults: {replay['rule']}",
+                f"anomaly events {_n(x['anomaly_events_per_hour'])}/h; episodes opened "
+                f"{_n(x['episodes_opened_per_hour'])}/h; alert records {_n(x['alert_records_per_hour'])}/h",
+                f"{x['reduction_opened']}x fewer pages (opened), {x['reduction_records']}x fewer records",
+            )
+        )
+    if mem := r.get("episode_memory"):
+        rows.append(
+            (
+                f"episode state per 1,000 sources (in-process, tracemalloc, {mem['sources']:,} sources)",
+                f"open episode {mem['open_bytes_per_1000_sources'] / 1000:,.0f} KB; the most pending beats "
+                f"{mem['pending_bytes_per_1000_sources'] / 1000:,.0f} KB; as the replay leaves them "
+                f"{mem['replayed_bytes_per_1000_sources_with_state'] / 1000:,.0f} KB",
+                f"changelog values: {mem['open_changelog_bytes_per_1000_sources'] / 1000:,.0f} and "
+                f"{mem['pending_changelog_bytes_per_1000_sources'] / 1000:,.0f} KB",
+            )
+        )
+    if res := r.get("episode_restore"):
+        rows.append(
+            (
+                f"restore of {res['sources']:,} sources ({res['open']:,} open) on assignment (s)",
+                f"{res['restore_s']} ({res['restored_records']:,.0f} records, "
+                f"{res['changelog_bytes'] / 1e6:.1f} MB); ready after {res['time_to_ready_s']} s",
+                f"worker RSS {res['rss_mb']} MB after it",
+            )
+        )
+    return rows
 
 
 def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -13,7 +13,10 @@ passthrough ceiling of its own client vs a naive Keras worker, JSON and binary,
 plus normal-beats-only feeds), ``kafka_python`` (the passthrough ceiling of the
 worker's previous client, kafka-python), ``scaleout`` (1 vs 2 worker processes, 4
 partitions), ``latency`` (2,000 beats/s from 1,000 sources), ``ready`` (time to
-ready; memory comes from the throughput runs).
+ready; memory comes from the throughput runs), ``episode_rules`` (the episode rule on the replayed
+ECG5000 stream, without a broker: what its defaults rest on), ``episodes`` (throughput with
+``--episodes`` on vs off, and the ECG5000 test split replayed as 16 sources: anomaly events vs
+alert records per hour), ``episode_state`` (state memory per 1,000 sources, restore time).
 
 ``--tls``: the broker is started secured (``kafka.sh up --secure``) and the throughput and latency
 parts also run over its SASL_SSL listener (SCRAM-SHA-512; the latency feed and reader too), rows
@@ -36,6 +39,7 @@ from typing import Any, NamedTuple
 
 from kafka.admin import KafkaAdminClient
 
+from tests.bench import episodes_worker as ep
 from tests.bench import worker_throughput as wt
 from tests.bench.common import Feed, create_topics, fill, run_module, unique
 from tests.bench.report import table
@@ -43,7 +47,18 @@ from tests.support.broker import REPO, LocalBroker
 from tests.support.secure import SecuredKafka
 
 KAFKA_PYTHON_BEATS = 200_000
-PARTS = ("kernel", "throughput", "kafka_python", "scaleout", "latency", "ready")
+PARTS = (
+    "kernel",
+    "throughput",
+    "kafka_python",
+    "scaleout",
+    "latency",
+    "ready",
+    "episode_rules",
+    "episodes",
+    "episode_state",
+)
+EPISODE_SOURCES = 100_000  # restore time and memory are measured for this many sources (quick: 20,000)
 
 
 def _model(arg: Path | None) -> Path:
@@ -154,6 +169,7 @@ def main() -> None:
     if args.quick:
         args.beats, args.seconds, args.naive_seconds, args.warmup, args.rounds = 40_000, 10.0, 5.0, 10.0, 1
         args.latency_runs = 1
+    episode_sources = 20_000 if args.quick else EPISODE_SOURCES
 
     from tests.support.artifact import load_test_split
 
@@ -205,7 +221,7 @@ def main() -> None:
         if "kernel" in args.only:
             part("kernel", run_module, "tests.bench.naive", "kernel", "--model", str(model))
         feeds: dict[str, Feed] = {}
-        if {"throughput", "kafka_python", "scaleout"} & set(args.only):
+        if {"throughput", "kafka_python", "scaleout", "episodes"} & set(args.only):
             for kind, binary in (("json", False), ("binary", True)):
                 feeds[kind] = fill(bootstrap, admin, beats, args.beats, binary, sources=50)
                 if "throughput" in args.only:
@@ -288,6 +304,18 @@ def main() -> None:
                     part(
                         "baseline_latency", wt.latency, bootstrap, model, admin, beats, *lat, None, **baseline
                     )
+        if "episode_rules" in args.only:
+            part("episode_rules", run_module, "tests.bench.episode_rules", "--model", str(model))
+        if "episodes" in args.only:
+            for _ in range(args.rounds):  # interleaved, as the throughput part
+                for kind in ("json", "binary"):
+                    for on in (False, True):
+                        name = f"episodes_{'on' if on else 'off'}_{kind}"
+                        part(name, ep.throughput, bootstrap, model, admin, feeds[kind], logs, on)
+            part("episodes_replay", ep.replay, bootstrap, model, admin, logs)
+        if "episode_state" in args.only:
+            part("episode_memory", ep.memory, model, episode_sources)
+            part("episode_restore", ep.restore, bootstrap, model, admin, logs, episode_sources)
         if "ready" in args.only:
             part("time_to_ready", wt.time_to_ready, bootstrap, model, admin, 3, logs)
             if baseline:

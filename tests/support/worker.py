@@ -60,7 +60,8 @@ class WorkerProcess:
             "127.0.0.1",
         ]
         for key, value in options.items():
-            self.args += ["--" + key.replace("_", "-"), str(value)]
+            flag = "--" + key.replace("_", "-")
+            self.args += [flag] if value is True else [flag, str(value)]  # True: a switch (--episodes)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:

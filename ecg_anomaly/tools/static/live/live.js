@@ -116,6 +116,11 @@ function showStats(stats) {
     document.getElementById(id).textContent = count(n[key]);
   }
   document.getElementById("precision-recall").textContent = `${fixed(n.precision, 3)} / ${fixed(n.recall, 3)}`;
+  document.getElementById("episodes-tile").hidden = !stats.episodes;
+  document.getElementById("episodes-open").textContent = count(n.episodes_open);
+  document.getElementById("episodes-label").textContent = n.episodes_opened === undefined
+    ? "open alert episodes"
+    : `open alert episodes (${count(n.episodes_opened)} opened, ${count(n.episodes_closed)} closed)`;
   const note = document.getElementById("metrics-note");
   if (!metrics.url) note.textContent = "No worker metrics: give watch --web a --metrics-url.";
   else if (metrics.error) note.textContent = metrics.error;
