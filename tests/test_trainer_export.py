@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from ecg_anomaly.trainer.export import (
     with_metadata,
     write_artifact,
 )
-from ecg_anomaly.trainer.latent import LatentScore
+from ecg_anomaly.trainer.latent import LatentScore, Subspace
 from ecg_anomaly.trainer.presets import PRESETS
 from ecg_anomaly.trainer.scoring import ScoringModel
 from tests.support.artifact import build_small_artifact, load_test_split
@@ -72,6 +73,33 @@ def test_onnx_nearest_normals_match_the_exact_reference() -> None:
     onnx_scores, _ = session.score(beats)
     check_parity(onnx_scores, scorer(beats).scores)
     assert onnx_scores[0] < 0.05  # every beat has the same code, next to bank row 7
+
+
+def test_onnx_subspace_factor_matches_the_reference() -> None:
+    """The fused score's third factor (the residual outside the normals' principal components) in the
+    graph against the numpy reference."""
+    import keras
+
+    rng = np.random.default_rng(1)
+    inputs = keras.Input((140,))
+    codes = keras.layers.Dense(8, name="embedding")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(140, activation="sigmoid")(codes))
+    normals = rng.normal(0, 0.3, (60, 140)).astype(np.float32)
+    subspace = Subspace.fit(normals, components=2, weight=0.4)
+    bank = rng.normal(0, 1, (50, 8)).astype(np.float32)
+    latent = LatentScore(
+        bank, 2, 0.2, rmse_ref=0.3, distance_ref=1.0, subspace=replace(subspace, reference=0.3)
+    )
+    scorer = KerasScorer(model, -1.0, 1.0, "fused", latent)
+    from ecg_anomaly.trainer.export import to_onnx
+
+    session = ScoringModel.load(_with_test_metadata(to_onnx(scorer, 140), latent))
+    beats = rng.normal(0, 0.5, (7, 140)).astype(np.float32)
+    onnx_scores, _ = session.score(beats)
+    reference = scorer(beats).scores
+    check_parity(onnx_scores, reference)
+    plain = KerasScorer(model, -1.0, 1.0, "fused", replace(latent, subspace=None))(beats).scores
+    assert not np.allclose(reference, plain)  # the factor is there
 
 
 def _with_test_metadata(proto: object, latent: LatentScore) -> bytes:

@@ -85,3 +85,36 @@ def test_k_is_chosen_on_held_out_beats_and_recorded() -> None:
     assert chosen.metadata()["neighbours_validation_roc_auc"] == aucs
     fixed = latent.select(bank, held_out, abnormal, (1,), rmse_weight=0.0)
     assert fixed.neighbours == 1 and list(fixed.selection) == ["1"]
+
+
+def test_subspace_residual_is_what_the_principal_components_leave() -> None:
+    rng = np.random.default_rng(2)
+    line = np.outer(rng.normal(0, 1, 200), np.array([1.0, 1.0, 0.0, 0.0]) / np.sqrt(2)) + 0.5
+    subspace = latent.Subspace.fit(line, components=1, weight=0.25)
+    assert subspace.residual(line).max() < 1e-5  # the normals lie in it
+    off = np.array([[0.5, 0.5, 2.5, 0.5]])  # 2 from the mean along a direction the components miss
+    assert subspace.residual(off)[0] == pytest.approx(np.sqrt(4 / 4), rel=1e-5)
+    assert subspace.metadata() == {"components": 1, "weight": 0.25, "reference": 0.0}
+
+
+def test_subspace_is_a_third_factor_calibrated_on_held_out_beats() -> None:
+    rng = np.random.default_rng(3)
+    fitted = rng.normal(0, 1, (100, 6))
+    subspace = latent.Subspace.fit(fitted, components=2, weight=0.5)
+    held = rng.normal(0, 1, (40, 6))
+    errors = np.full((40, 6), 0.1, np.float32)
+    bank = rng.normal(0, 1, (30, 3)).astype(np.float32)
+    held_out = latent.Beats(errors, rng.normal(0, 1, (40, 3)).astype(np.float32), normalised=held)
+    score = latent.calibrate(bank, held_out, 1, rmse_weight=0.2, subspace=subspace)
+    assert score.subspace is not None
+    assert score.subspace.reference == pytest.approx(float(np.median(subspace.residual(held))))
+    assert score.metadata()["subspace"]["components"] == 2
+    assert [float(e) for e in latent.exponents(score)] == pytest.approx([0.1, 0.4, 0.5])
+    plain = latent.calibrate(bank, held_out, 1, rmse_weight=0.2)
+    residual = subspace.residual(held) / np.float32(score.subspace.reference)
+    expected = held_out.scores(plain)
+    # Same error and distance: the plain score's two factors, re-weighted by 1 - p, times the residual's.
+    two = expected / np.float32(plain.rmse_ref)
+    assert held_out.scores(score) == pytest.approx(plain.rmse_ref * two**0.5 * residual**0.5, rel=1e-5)
+    with pytest.raises(ValueError, match="normalised beats"):
+        latent.fuse(np.array([0.1]), np.array([1.0]), score)

@@ -76,7 +76,7 @@ class KerasScorer:
         reconstruction, codes = self._both().predict(x, batch_size=1024, verbose=0)
         error = np.abs(reconstruction - x)
         distance = fused.knn_distance(codes, self.latent.bank, self.latent.neighbours, own_row)
-        return Scored(fused.fuse(fused.rmse(error), distance, self.latent), error, x, reconstruction)
+        return Scored(fused.fuse(fused.rmse(error), distance, self.latent, x), error, x, reconstruction)
 
     def _both(self) -> Any:
         from ecg_anomaly.trainer.model import reconstruction_and_code
@@ -112,7 +112,7 @@ def to_onnx(scorer: KerasScorer, input_length: int) -> Any:
         else:
             reconstruction, codes = network(x, training=False)
             error = tf.abs(reconstruction - x)
-            score = _fused_score(tf, error, codes, latent)
+            score = _fused_score(tf, x, error, codes, latent)
         return {
             SCORE_OUTPUT: tf.identity(score, name=SCORE_OUTPUT),
             SAMPLE_ERROR_OUTPUT: tf.identity(error, name=SAMPLE_ERROR_OUTPUT),
@@ -126,8 +126,9 @@ def to_onnx(scorer: KerasScorer, input_length: int) -> Any:
     return proto
 
 
-def _fused_score(tf: Any, error: Any, codes: Any, latent: fused.LatentScore) -> Any:
-    """:func:`ecg_anomaly.trainer.latent.fuse` of the RMSE and the code-space k-NN distance, in TensorFlow."""
+def _fused_score(tf: Any, x: Any, error: Any, codes: Any, latent: fused.LatentScore) -> Any:
+    """:func:`ecg_anomaly.trainer.latent.fuse` of the RMSE, the code-space k-NN distance and (with a
+    subspace) the residual of the normalised beats ``x`` outside it, in TensorFlow."""
     rmse = tf.sqrt(tf.reduce_mean(error * error, axis=1))
     # Candidates first, ranked by 2ab - |b|² (|a - b|² less |a|², which is the same for every row of the
     # bank): one matrix product and one addition over [N, bank]. Centred on the bank's mean, which
@@ -144,13 +145,21 @@ def _fused_score(tf: Any, error: Any, codes: Any, latent: fused.LatentScore) -> 
     exact = tf.reduce_sum(offsets * offsets, axis=2)
     nearest = -tf.math.top_k(-exact, k=latent.neighbours).values
     distance = tf.reduce_mean(tf.sqrt(nearest), axis=1)
-    w = np.float32(latent.rmse_weight)
+    w_error, w_distance, w_residual = fused.exponents(latent)
     rmse_ref, distance_ref = np.float32(latent.rmse_ref), np.float32(latent.distance_ref)
-    return (
+    score = (
         tf.constant(rmse_ref)
-        * tf.pow(rmse / tf.constant(rmse_ref), tf.constant(w))
-        * tf.pow(distance / tf.constant(distance_ref), tf.constant(np.float32(1) - w))
+        * tf.pow(rmse / tf.constant(rmse_ref), tf.constant(w_error))
+        * tf.pow(distance / tf.constant(distance_ref), tf.constant(w_distance))
     )
+    subspace = latent.subspace
+    if subspace is None:
+        return score
+    centred = x - tf.constant(subspace.mean)
+    components = tf.constant(subspace.components)
+    rest = centred - tf.matmul(tf.matmul(centred, components, transpose_b=True), components)
+    residual = tf.sqrt(tf.reduce_mean(rest * rest, axis=1))
+    return score * tf.pow(residual / tf.constant(np.float32(subspace.reference)), tf.constant(w_residual))
 
 
 def _check_names(proto: Any) -> None:

@@ -13,6 +13,15 @@ beats, and scaled back to the units of the reconstruction error::
 so a typical normal beat scores about ``rmse_ref`` (a root-mean-square error in normalised
 units, the scale the worker's histograms expect) and ``w`` = 1 is the plain error.
 
+Optionally a third factor joins with weight ``p`` (the others' weights shrink by ``1 - p``): the
+residual of the normalised beat outside the first few principal components of the fitted normal
+beats, divided by its held-out median. On a few hundred beats a linear subspace generalises where
+the autoencoder and the nearest normals are thin (a :class:`Subspace`; two matrix products in the
+graph)::
+
+    score = rmse_ref * (rmse / rmse_ref) ** (w (1 - p)) * (distance / distance_ref) ** ((1 - w)(1 - p))
+            * (residual / residual_ref) ** p
+
 This module is numpy only: the reference the exported graph is checked against.
 """
 
@@ -29,6 +38,37 @@ from ecg_anomaly.trainer.evaluation import curves, roc_auc
 
 
 @dataclass(frozen=True)
+class Subspace:
+    """The first principal components of normalised normal beats the model fitted, and the weight ``p``
+    of the residual outside them in the fused score (``reference``: its held-out median, 0 until then)."""
+
+    mean: np.ndarray  # float32 [L]
+    components: np.ndarray  # float32 [n, L], orthonormal rows
+    weight: float
+    reference: float = 0.0
+
+    @classmethod
+    def fit(cls, normalised: np.ndarray, components: int, weight: float) -> Subspace:
+        x = np.asarray(normalised, dtype=np.float64)
+        mean = x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        return cls(mean.astype(np.float32), vt[:components].astype(np.float32), weight)
+
+    def residual(self, normalised: np.ndarray) -> np.ndarray:
+        """Root-mean-square over samples of what the components leave of each centred beat (float32)."""
+        centred = np.asarray(normalised, dtype=np.float32) - self.mean
+        rest = centred - (centred @ self.components.T) @ self.components
+        return np.sqrt(np.mean(rest * rest, axis=1, dtype=np.float32))
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "components": int(self.components.shape[0]),
+            "weight": self.weight,
+            "reference": self.reference,
+        }
+
+
+@dataclass(frozen=True)
 class LatentScore:
     """Everything the graph needs besides the autoencoder: the bank of codes and the fusion constants."""
 
@@ -38,6 +78,7 @@ class LatentScore:
     rmse_ref: float  # median RMSE of held-out normal beats
     distance_ref: float  # median code distance of held-out normal beats
     selection: dict[str, float] = field(default_factory=dict)  # validation ROC AUC of each candidate k
+    subspace: Subspace | None = None  # the optional third factor
 
     def metadata(self) -> dict[str, Any]:
         """The constants as recorded in the artifact (the bank itself lives in the graph)."""
@@ -49,7 +90,7 @@ class LatentScore:
             "bank_size": int(self.bank.shape[0]),
             "code_size": int(self.bank.shape[1]),
             "neighbours_validation_roc_auc": self.selection,
-        }
+        } | ({} if self.subspace is None else {"subspace": self.subspace.metadata()})
 
 
 def choose_bank(count: int, size: int, seed: int) -> np.ndarray:
@@ -101,12 +142,30 @@ def knn_distance(
     return np.mean(np.sqrt(nearest), axis=1).astype(np.float32)
 
 
-def fuse(rmse_values: np.ndarray, distances: np.ndarray, latent: LatentScore) -> np.ndarray:
-    """The fused score (see the module docstring)."""
-    w = np.float32(latent.rmse_weight)
+def exponents(latent: LatentScore) -> tuple[np.float32, np.float32, np.float32]:
+    """The weights of the error, the distance and the subspace residual (summing to 1)."""
+    p = 0.0 if latent.subspace is None else latent.subspace.weight
+    w = latent.rmse_weight
+    return np.float32(w * (1 - p)), np.float32((1 - w) * (1 - p)), np.float32(p)
+
+
+def fuse(
+    rmse_values: np.ndarray,
+    distances: np.ndarray,
+    latent: LatentScore,
+    normalised: np.ndarray | None = None,
+) -> np.ndarray:
+    """The fused score (see the module docstring); ``normalised`` beats are needed with a subspace."""
+    w_error, w_distance, w_residual = exponents(latent)
     ratio_error = np.asarray(rmse_values, np.float32) / np.float32(latent.rmse_ref)
     ratio_distance = np.asarray(distances, np.float32) / np.float32(latent.distance_ref)
-    return np.float32(latent.rmse_ref) * ratio_error**w * ratio_distance ** (np.float32(1) - w)
+    score = np.float32(latent.rmse_ref) * ratio_error**w_error * ratio_distance**w_distance
+    if latent.subspace is None:
+        return score
+    if normalised is None:
+        raise ValueError("a fused score with a subspace needs the normalised beats")
+    ratio_residual = latent.subspace.residual(normalised) / np.float32(latent.subspace.reference)
+    return score * ratio_residual**w_residual
 
 
 @dataclass(frozen=True)
@@ -116,14 +175,20 @@ class Beats:
     errors: np.ndarray  # [N, L]
     codes: np.ndarray  # [N, D]
     own_row: np.ndarray | None = None  # their rows in the bank, -1 when not in it (see knn_distance)
+    normalised: np.ndarray | None = None  # [N, L]: the beats themselves, for a subspace
 
     def scores(self, latent: LatentScore) -> np.ndarray:
         distance = knn_distance(self.codes, latent.bank, latent.neighbours, self.own_row)
-        return fuse(rmse(self.errors), distance, latent)
+        return fuse(rmse(self.errors), distance, latent, self.normalised)
 
 
 def select(
-    bank: np.ndarray, held_out: Beats, abnormal: Beats, choices: tuple[int, ...], rmse_weight: float
+    bank: np.ndarray,
+    held_out: Beats,
+    abnormal: Beats,
+    choices: tuple[int, ...],
+    rmse_weight: float,
+    subspace: Subspace | None = None,
 ) -> LatentScore:
     """The k (of ``choices``) whose fused score separates held-out normal from abnormal training-split
     beats best (ROC AUC; a tie goes to the larger k, which one mislabelled bank beat sways less), with
@@ -132,7 +197,7 @@ def select(
     aucs: dict[str, float] = {}
     best: LatentScore | None = None
     for k in sorted(choices):
-        candidate = calibrate(bank, held_out, k, rmse_weight)
+        candidate = calibrate(bank, held_out, k, rmse_weight, subspace)
         scores = np.concatenate([held_out.scores(candidate), abnormal.scores(candidate)])
         labels = np.arange(scores.size) >= held_out.codes.shape[0]
         aucs[str(k)] = roc_auc(curves(scores, labels))
@@ -142,9 +207,15 @@ def select(
     return dataclasses.replace(best, selection=aucs)
 
 
-def calibrate(bank: np.ndarray, held_out: Beats, neighbours: int, rmse_weight: float) -> LatentScore:
+def calibrate(
+    bank: np.ndarray,
+    held_out: Beats,
+    neighbours: int,
+    rmse_weight: float,
+    subspace: Subspace | None = None,
+) -> LatentScore:
     """The fusion constants from held-out normal beats: their errors come from a model that did not
-    train on them, and their distances leave their own codes out."""
+    train on them, their distances leave their own codes out, and the subspace did not fit them."""
     reference_rmse = float(np.median(rmse(held_out.errors)))
     reference_distance = float(np.median(knn_distance(held_out.codes, bank, neighbours, held_out.own_row)))
     if not (reference_rmse > 0 and reference_distance > 0):
@@ -152,4 +223,14 @@ def calibrate(bank: np.ndarray, held_out: Beats, neighbours: int, rmse_weight: f
             "more than half of the held-out normal beats are reconstructed exactly or duplicate a training "
             "beat: the score cannot be calibrated (are rows repeated in the data?)"
         )
-    return LatentScore(bank, neighbours, rmse_weight, reference_rmse, reference_distance)
+    if subspace is not None:
+        if held_out.normalised is None:
+            raise ValueError("calibrating a subspace needs the held-out beats themselves")
+        reference_residual = float(np.median(subspace.residual(held_out.normalised)))
+        if not reference_residual > 0:
+            raise TrainingError(
+                "more than half of the held-out normal beats lie exactly in the normal beats' principal "
+                "subspace: the score cannot be calibrated (are rows repeated in the data?)"
+            )
+        subspace = dataclasses.replace(subspace, reference=reference_residual)
+    return LatentScore(bank, neighbours, rmse_weight, reference_rmse, reference_distance, subspace=subspace)

@@ -57,6 +57,13 @@ class TrainConfig:
     neighbours: tuple[int, ...] = (1, 2, 3)
     rmse_weight: float = 0.2  # fused: the reconstruction error's weight w in the geometric mean
     bank_size: int = 1024  # fused: at most this many training normals' codes travel in the graph
+    # fused: the weight p of a third factor, the residual of the normalised beat outside the first
+    # subspace_components principal components of the fitted normal beats (trainer/latent.py); 0 = off
+    subspace_weight: float = 0.0
+    subspace_components: int = 2
+    # ...only when the model fits fewer normal beats than this: with thousands the autoencoder and the
+    # nearest normals do better alone (measured on development splits, docs/training.md)
+    subspace_max_rows: int = 1000
 
     def with_overrides(self, **changes: Any) -> TrainConfig:
         """A copy with the non-None ``changes`` applied, then validated."""
@@ -97,6 +104,11 @@ class TrainConfig:
                 raise ConfigError("neighbours must be at least 1 and at most the bank size")
             if not 0.0 <= self.rmse_weight <= 1.0:
                 raise ConfigError(f"rmse weight must be in [0, 1], got {self.rmse_weight}")
+            if not 0.0 <= self.subspace_weight < 1.0 or self.subspace_components < 1:
+                raise ConfigError(
+                    f"subspace weight must be in [0, 1) and its components at least 1, got "
+                    f"{self.subspace_weight} and {self.subspace_components}"
+                )
         if (self.patience or self.plateau_patience) and self.validation_fraction == 0:
             raise ConfigError("early stopping and plateau schedules need a validation split: set a fraction")
 
@@ -146,6 +158,7 @@ PRESETS: dict[str, TrainConfig] = {
         threshold_policy="smoothed_f1",
         threshold_params={},
         score="fused",
+        subspace_weight=1 / 3,
     ),
     # Seconds to train; for tests and the worker's test artifact, not for use. The default's scoring and
     # threshold policy, so the tests exercise them.
@@ -165,5 +178,6 @@ PRESETS: dict[str, TrainConfig] = {
         threshold_params={"resamples": 20},
         score="fused",
         bank_size=256,
+        subspace_weight=1 / 3,
     ),
 }

@@ -189,12 +189,19 @@ def calibrated_scorer(
     rows = latent.own_rows(np.arange(fit_codes.shape[0], codes.shape[0]), kept)
     training = splits.training()
     abnormal = training.beats[~_labels(training)]
+    subspace = None
+    fitted_normal = normalise(_normal(splits.fit), norm_min, norm_max)
+    if config.subspace_weight > 0 and fitted_normal.shape[0] < config.subspace_max_rows:
+        # Fitted on the normals the model fitted: the held-out ones calibrate it.
+        subspace = latent.Subspace.fit(fitted_normal, config.subspace_components, config.subspace_weight)
+    held, flagged = scorer(held_out), scorer(abnormal)
     calibration = latent.select(
         codes[kept].astype(np.float32),
-        latent.Beats(scorer(held_out).sample_error, held_out_codes, rows),
-        latent.Beats(scorer(abnormal).sample_error, scorer.codes(abnormal)),
+        latent.Beats(held.sample_error, held_out_codes, rows, held.normalised),
+        latent.Beats(flagged.sample_error, scorer.codes(abnormal), normalised=flagged.normalised),
         config.neighbours,
         config.rmse_weight,
+        subspace,
     )
     scored = KerasScorer(model, norm_min, norm_max, config.score, calibration)
     return Calibrated(scored, rows)
