@@ -8,6 +8,7 @@ option, the path, or the file, row and column.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -16,12 +17,25 @@ import numpy as np
 
 from ecg_anomaly.base.errors import ConfigError
 from ecg_anomaly.schemas.datasets import DataError, Dataset
+from ecg_anomaly.trainer.errors import missing_training_extra
+
+TRAINING_MODULES = ("tensorflow", "tf2onnx", "onnx", "matplotlib")  # the train extra's, as imported
 
 # A training value further than this many times the spread of the middle 99.8 % of training values
 # from that middle is refused: min-max normalisation would squeeze every other beat into a sliver of
 # [0, 1] and the autoencoder would learn nothing (one cell of 3e38 gave a model with ROC AUC 0.50).
 OUTLIER_SPREADS = 10.0
 _MIDDLE = (0.1, 99.9)  # percentiles that bound "the middle" of the values
+
+
+def training_extra() -> None:
+    """Refuse at once, before any data is read, on an install without the train extra.
+
+    ``find_spec`` looks the modules up without importing them (TensorFlow takes seconds).
+    """
+    for name in TRAINING_MODULES:
+        if importlib.util.find_spec(name) is None:
+            raise missing_training_extra(ModuleNotFoundError(name=name))
 
 
 def writable_directory(path: Path, option: str) -> Path:

@@ -122,8 +122,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from ecg_anomaly.schemas.datasets import load_dataset
     from ecg_anomaly.trainer.evaluation import format_table
+    from ecg_anomaly.trainer.preflight import training_extra
     from ecg_anomaly.trainer.train import SplitSettings, train
 
+    training_extra()
     config = config_from_args(args)
     dataset = load_dataset(args.data, args.format)
     result = train(
