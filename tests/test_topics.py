@@ -110,6 +110,27 @@ def test_check_reports_missing_and_different_topics_and_changes_nothing(
 
 
 @pytest.mark.kafka
+def test_the_changelog_follows_an_input_topic_that_exists_with_another_partition_count(
+    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A producer auto-created the input with 2 partitions: the changelog must get 2, or the worker
+    refuses to start with episodes on."""
+    names = _names()
+    kafka_admin.create_topics([NewTopic(names["input"], 2, 1)])
+    wait_for(lambda: names["input"] in kafka_admin.list_topics(), 30, "the input in the broker's metadata")
+    assert _topics(kafka_bootstrap, names, "--partitions", "4", "--create") == 1  # the input differs
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines[names["input"]].startswith("differs: 2 partitions (planned 4)")
+    assert lines[names["episode-changelog"]].startswith("created (2 partitions,")
+    assert _read_back(kafka_admin, names["episode-changelog"])[0] == 2
+    assert _read_back(kafka_admin, names["alerts"])[0] == 4
+
+    _topics(kafka_bootstrap, names, "--partitions", "4")
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines[names["episode-changelog"]].startswith("ok (2 partitions,")
+
+
+@pytest.mark.kafka
 def test_a_topic_the_cluster_refuses_is_one_line(kafka_bootstrap: str) -> None:
     """Three copies on a one-broker cluster: the broker's reason, one line, exit 1."""
     names = _names()

@@ -18,6 +18,7 @@ adding partitions moves keys and shortening retention deletes data.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -190,6 +191,22 @@ def plan(values: dict[str, Any]) -> list[TopicSpec]:
     return specs
 
 
+def follow_the_input(
+    specs: list[TopicSpec], values: dict[str, Any], existing: dict[str, int]
+) -> list[TopicSpec]:
+    """The changelog planned with the partitions the input topic has, when it exists already.
+
+    The worker pairs changelog partition p with input partition p and refuses to start when their
+    counts differ: an input a producer auto-created with another count gets a changelog to match
+    (the input itself is still reported as differing from the plan).
+    """
+    input_partitions = existing.get(values["input_topic"])
+    if input_partitions is None or not values["alerts_topic"]:
+        return specs
+    changelog = specs[-1]  # plan() puts it last
+    return [*specs[:-1], dataclasses.replace(changelog, partitions=input_partitions)]
+
+
 def default_plan() -> list[TopicSpec]:
     """The plan with every default (what the Strimzi component declares)."""
     return plan({o.name: o.default for o in OPTIONS})
@@ -220,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
     specs = plan(values)
     connection = KafkaConnection.from_values({o.name: values[o.name] for o in CONNECTION_OPTIONS}, os.environ)
     existing = check_cluster(connection, CLIENT_ID, tuple(s.name for s in specs))
+    specs = follow_the_input(specs, values, existing)
 
     from confluent_kafka.admin import AdminClient
 
