@@ -1,3 +1,3 @@
 """ECG heartbeat anomaly detection: the command-line entry point."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
