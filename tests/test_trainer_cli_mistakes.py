@@ -201,8 +201,8 @@ MISTAKES: list[tuple[str, Argv, int, str]] = [
     (
         "evaluate-negative-threshold",
         lambda f, m: ["evaluate", "--model", str(m), "--data", str(f["good"]), "--threshold", "-1"],
-        1,
-        "threshold override must be",
+        2,
+        "a threshold is a positive finite number",
     ),
     (
         "evaluate-unlabelled",

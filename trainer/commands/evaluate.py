@@ -12,12 +12,25 @@ from pathlib import Path
 from ecg_anomaly.schemas.datasets import add_data_options
 
 
+def positive_threshold(text: str) -> float:
+    """A threshold to try: a positive finite number, refused by the parser (exit 2) before any work."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"a threshold is a positive finite number, got {text!r}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="model.onnx written by 'ecg-anomaly train'")
     add_data_options(parser, default=None)
     parser.add_argument("--out", type=Path, help="also write the metrics as JSON to this file")
     parser.add_argument(
-        "--threshold", type=float, help="evaluate at this threshold instead of the artifact's"
+        "--threshold",
+        type=positive_threshold,
+        help="evaluate at this threshold instead of the artifact's (a positive number)",
     )
     parser.set_defaults(func=run)
 
