@@ -198,8 +198,7 @@ def bench() -> str:
     for path in _runs("bench-*.json"):
         run = json.loads(path.read_text())
         when = path.stem.removeprefix("bench-")
-        commit = run.get("commit", "?")
-        parts.append(f"### {when} (commit {commit})\n\n{table(run)}\n")
+        parts.append(f"### {when}\n\n{table(run)}\n")
     return "\n".join(parts) or "No run kept yet.\n"
 
 
