@@ -35,11 +35,12 @@ from ecg_anomaly.worker.settings import configure, load_settings
 from ecg_anomaly.worker.topic_limits import OutputLimits
 from ecg_anomaly.worker.watchdog import Watchdog
 from tests.support.artifact import load_test_split
+from tests.support.fake_clients import Consumer, Transactions
 
 LOG = "log"
 
 
-class _Producer:
+class _Producer(Transactions):
     """Keeps each produced record until the test has the broker answer it (``deliver``); as
     librdkafka, it reports the answers to the delivery callbacks only inside ``poll`` and ``flush``."""
 
@@ -72,33 +73,6 @@ class _Producer:
         self.deliver()
         self.poll()
         return 0
-
-    def begin_transaction(self) -> None:
-        self.calls.append("begin")
-
-    def send_offsets_to_transaction(self, offsets: list[TopicPartition], _md: Any, _t: float) -> None:
-        self.calls.append("offsets " + ",".join(f"{tp.partition}:{tp.offset}" for tp in offsets))
-
-    def commit_transaction(self, _timeout: float) -> None:
-        self.flush()
-        if self.fail_commit is not None:
-            raise KafkaException(self.fail_commit)
-        self.calls.append("commit")
-
-    def abort_transaction(self, _timeout: float) -> None:
-        self.pending = []
-        self.calls.append("abort")
-
-
-class _Consumer:
-    def __init__(self) -> None:
-        self.commits: list[list[tuple[int, int]]] = []
-
-    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
-        self.commits.append([(tp.partition, tp.offset) for tp in offsets])
-
-    def consumer_group_metadata(self) -> object:
-        return object()
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +124,7 @@ def test_at_least_once_writes_the_changelog_after_the_outputs_and_commits_after_
 ) -> None:
     normal, anomalous = beats
     pipeline, _ = _pipeline(small_model)
-    producer, consumer = _Producer(), _Consumer()
+    producer, consumer = _Producer(), Consumer()
     settings = _settings()
     delivery = AtLeastOnce(
         settings,
@@ -198,7 +172,7 @@ def test_exactly_once_puts_alerts_changelog_and_offsets_in_one_transaction(
 ) -> None:
     normal, anomalous = beats
     pipeline, store = _pipeline(small_model)
-    producer, consumer, writer = _Producer(), _Consumer(), ChangelogWriter(LOG)
+    producer, consumer, writer = _Producer(), Consumer(), ChangelogWriter(LOG)
     delivery = ExactlyOnce(
         _settings(), consumer, producer, Watchdog(), pipeline._metrics, lambda t: None, writer
     )  # type: ignore[arg-type]
@@ -225,7 +199,7 @@ def test_a_new_producer_waits_for_the_checkpoint_the_old_one_is_writing(
     were out; only the old producer reports on them, so it is flushed first (else never committed)."""
     _, anomalous = beats
     pipeline, _ = _pipeline(small_model)
-    old, new, consumer = _Producer(), _Producer(), _Consumer()
+    old, new, consumer = _Producer(), _Producer(), Consumer()
     delivery = AtLeastOnce(
         _settings(),
         consumer,
@@ -265,7 +239,7 @@ def test_a_changelog_write_refused_for_want_of_an_acl_is_retried_in_place_not_th
     and the line says which ACL; once granted, the write goes through and the offsets are committed."""
     _, anomalous = beats
     pipeline, _ = _pipeline(small_model)
-    producer, consumer = _Producer(), _Consumer()
+    producer, consumer = _Producer(), Consumer()
     delivery = AtLeastOnce(
         _settings(),
         consumer,

@@ -37,6 +37,7 @@ from ecg_anomaly.worker.tally import Counter, Tally
 from ecg_anomaly.worker.topic_limits import OutputLimits
 from ecg_anomaly.worker.watchdog import Watchdog
 from tests.support.broker import REPO
+from tests.support.fake_clients import Consumer, Transactions
 
 DEFAULT_LIMITS = OutputLimits([], lambda topics, timeout: {})  # Kafka's defaults for every topic
 
@@ -102,7 +103,7 @@ class _Message:
         return (1, 0)
 
 
-class _Producer:
+class _Producer(Transactions):
     """Records produce calls; deliveries happen when the test says (``deliver``) or on flush."""
 
     def __init__(self, fail_commit: KafkaError | None = None) -> None:
@@ -126,35 +127,6 @@ class _Producer:
         self.deliver()
         return 0
 
-    def begin_transaction(self) -> None:
-        self.calls.append("begin")
-
-    def send_offsets_to_transaction(
-        self, offsets: list[TopicPartition], metadata: Any, timeout: float
-    ) -> None:
-        self.calls.append("offsets " + ",".join(f"{tp.partition}:{tp.offset}" for tp in offsets))
-
-    def commit_transaction(self, timeout: float) -> None:
-        self.deliver()
-        if self.fail_commit is not None:
-            raise KafkaException(self.fail_commit)
-        self.calls.append("commit")
-
-    def abort_transaction(self, timeout: float) -> None:
-        self.pending = []
-        self.calls.append("abort")
-
-
-class _Consumer:
-    def __init__(self) -> None:
-        self.commits: list[list[tuple[int, int]]] = []
-
-    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
-        self.commits.append([(tp.partition, tp.offset) for tp in offsets])
-
-    def consumer_group_metadata(self) -> object:
-        return object()
-
 
 def _scored(pipeline: ScoringPipeline, partition: int, offsets: range) -> ScoredBatch:
     (batch,) = pipeline.submit(_binary(partition, offsets), time.time())
@@ -164,7 +136,7 @@ def _scored(pipeline: ScoringPipeline, partition: int, offsets: range) -> Scored
 def test_at_least_once_commits_a_batch_once_it_and_every_earlier_one_are_acknowledged(
     small_model: Path,
 ) -> None:
-    pipeline, producer, consumer, done = _pipeline(small_model), _Producer(), _Consumer(), []
+    pipeline, producer, consumer, done = _pipeline(small_model), _Producer(), Consumer(), []
     delivery = AtLeastOnce(
         _settings(), consumer, producer, Watchdog(), pipeline._metrics, done.append, lambda: None
     )  # type: ignore[arg-type]
@@ -183,7 +155,7 @@ def test_at_least_once_commits_a_batch_once_it_and_every_earlier_one_are_acknowl
 
 
 def test_at_least_once_rewinds_to_the_first_batch_not_acknowledged(small_model: Path) -> None:
-    pipeline, producer, consumer, done = _pipeline(small_model), _Producer(), _Consumer(), []
+    pipeline, producer, consumer, done = _pipeline(small_model), _Producer(), Consumer(), []
     delivery = AtLeastOnce(
         _settings(), consumer, producer, Watchdog(), pipeline._metrics, done.append, lambda: None
     )  # type: ignore[arg-type]
@@ -195,7 +167,7 @@ def test_at_least_once_rewinds_to_the_first_batch_not_acknowledged(small_model: 
 
 
 def test_exactly_once_puts_outputs_and_offsets_in_one_transaction(small_model: Path) -> None:
-    pipeline, producer, consumer, done = _pipeline(small_model), _Producer(), _Consumer(), []
+    pipeline, producer, consumer, done = _pipeline(small_model), _Producer(), Consumer(), []
     delivery = ExactlyOnce(_settings(), consumer, producer, Watchdog(), pipeline._metrics, done.append)  # type: ignore[arg-type]
     batch = _scored(pipeline, 2, range(7, 9))
     assert delivery.publish(batch) is None
@@ -204,7 +176,7 @@ def test_exactly_once_puts_outputs_and_offsets_in_one_transaction(small_model: P
 
 
 def test_exactly_once_aborts_a_failed_transaction_and_rewinds_it(small_model: Path) -> None:
-    pipeline, consumer, done = _pipeline(small_model), _Consumer(), []
+    pipeline, consumer, done = _pipeline(small_model), Consumer(), []
     producer = _Producer(fail_commit=KafkaError(KafkaError._TIMED_OUT))
     delivery = ExactlyOnce(
         _settings("--kafka-timeout", "1"), consumer, producer, Watchdog(), pipeline._metrics, done.append
@@ -221,7 +193,7 @@ def test_exactly_once_aborts_a_failed_transaction_and_rewinds_it(small_model: Pa
 def test_after_a_failed_batch_the_later_ones_are_not_published_but_re_read_with_it(small_model: Path) -> None:
     """Exactly-once: the second batch of a turn, published after the first one's transaction
     aborted, committed offsets past the first one's records (which were then re-read)."""
-    pipeline, consumer, done = _pipeline(small_model), _Consumer(), []
+    pipeline, consumer, done = _pipeline(small_model), Consumer(), []
     producer = _Producer(fail_commit=KafkaError(KafkaError._TIMED_OUT))
     delivery = ExactlyOnce(
         _settings("--kafka-timeout", "1"), consumer, producer, Watchdog(), pipeline._metrics, done.append
@@ -245,7 +217,7 @@ def test_an_idle_member_is_ready_and_says_so_in_a_metric(small_model: Path) -> N
     """A surge pod at replicas = partitions gets no partition: it has joined, it is ready."""
     metrics = WorkerMetrics(CollectorRegistry())
     pipeline = _pipeline(small_model, metrics)
-    delivery = ExactlyOnce(_settings(), _Consumer(), _Producer(), Watchdog(), metrics, lambda t: None)  # type: ignore[arg-type]
+    delivery = ExactlyOnce(_settings(), Consumer(), _Producer(), Watchdog(), metrics, lambda t: None)  # type: ignore[arg-type]
     link = BrokerLink()
     rebalance = Rebalance(pipeline, delivery, metrics, link, delivery.publish)
     health = HealthState(60)

@@ -67,6 +67,26 @@ class Episode:
         self.news = False  # changed since its last record
 
 
+# An episode in a changelog value: its fields as one list, in this order (the stored format).
+STORED_FIELDS = (
+    "opened_offset",
+    "opened_ms",
+    "first_ms",
+    "last_ms",
+    "anomalous",
+    "total",
+    "normal_run",
+    "peak_score",
+    "peak_ratio",
+    "peak_offset",
+    "peak_ms",
+    "records",
+    "reported_ms",
+    "news",
+)
+assert sorted(STORED_FIELDS) == sorted(Episode.__slots__)
+
+
 class SourceState:
     __slots__ = ("deadline", "episode", "pending", "seen_ms", "seq", "size", "through")
 
@@ -97,22 +117,7 @@ def encode(state: SourceState) -> bytes:
     }
     e = state.episode
     if e is not None:
-        doc["episode"] = [
-            e.opened_offset,
-            e.opened_ms,
-            e.first_ms,
-            e.last_ms,
-            e.anomalous,
-            e.total,
-            e.normal_run,
-            e.peak_score,
-            e.peak_ratio,
-            e.peak_offset,
-            e.peak_ms,
-            e.records,
-            e.reported_ms,
-            e.news,
-        ]
+        doc["episode"] = [getattr(e, name) for name in STORED_FIELDS]
     return orjson.dumps(doc)
 
 
@@ -137,22 +142,8 @@ def decode(value: bytes) -> SourceState:
     fields = doc.get("episode")
     if fields is not None:
         e = Episode.__new__(Episode)
-        (
-            e.opened_offset,
-            e.opened_ms,
-            e.first_ms,
-            e.last_ms,
-            e.anomalous,
-            e.total,
-            e.normal_run,
-            e.peak_score,
-            e.peak_ratio,
-            e.peak_offset,
-            e.peak_ms,
-            e.records,
-            e.reported_ms,
-            e.news,
-        ) = fields
+        for name, value in zip(STORED_FIELDS, fields, strict=True):
+            setattr(e, name, value)
         state.episode = e
     return state
 
