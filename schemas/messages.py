@@ -163,7 +163,7 @@ def event_ids(inputs: Sequence[tuple[str, int, int]]) -> list[str]:
     Formatting the text in numpy instead was faster only for hundreds of ids at once
     and cost ~40 us for one: a live feed's batches are a few beats.
     """
-    prefixes = {topic: _name_prefix(topic) for topic in {i[0] for i in inputs}}
+    prefixes = {topic: event_id_prefix(topic) for topic in {i[0] for i in inputs}}
     sha1, variant, ids = hashlib.sha1, _VARIANT_DIGIT, []
     for topic, partition, offset in inputs:
         h = sha1(prefixes[topic] + b"%d/%d" % (partition, offset)).hexdigest()
@@ -173,7 +173,8 @@ def event_ids(inputs: Sequence[tuple[str, int, int]]) -> list[str]:
 
 
 @cache
-def _name_prefix(topic: str) -> bytes:
+def event_id_prefix(topic: str) -> bytes:
+    """What the UUIDv5 of an input on ``topic`` hashes before its ``partition/offset``."""
     return _NAMESPACE_BYTES + topic.encode() + b"/"
 
 
@@ -197,9 +198,10 @@ def ratio_severity(ratio: float) -> str:
     return "critical"
 
 
-def severities(ratios: np.ndarray) -> list[str]:
-    """:func:`severity` of many ``score / threshold`` ratios at once (the worker's batches)."""
-    return [SEVERITIES[i] for i in np.searchsorted(_SEVERITY_EDGES, ratios, side="left").tolist()]
+def severity_bands(ratios: np.ndarray) -> np.ndarray:
+    """Each ``score / threshold`` ratio's index into :data:`SEVERITIES`: :func:`severity` of many at once
+    (the worker's batches)."""
+    return np.searchsorted(_SEVERITY_EDGES, ratios, side="left")
 
 
 def iso_time(epoch_ms: int) -> str:

@@ -56,7 +56,8 @@ def test_event_id_is_deterministic_per_input_coordinate() -> None:
 )
 def test_severity_bands(score: float, expected: str) -> None:
     assert m.severity(score, 1.0) == expected
-    assert m.severities(np.array([score, score * 2])) == [expected, m.severity(score * 2, 1.0)]
+    bands = m.severity_bands(np.array([score, score * 2])).tolist()
+    assert [m.SEVERITIES[i] for i in bands] == [expected, m.severity(score * 2, 1.0)]
 
 
 def test_reason_codes_are_a_closed_documented_set() -> None:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.worker import columns as C
 from ecg_anomaly.worker.model import Scores
 from ecg_anomaly.worker.outputs import OutputBuilder
 from ecg_anomaly.worker.topic_limits import OutputLimits
@@ -174,3 +175,20 @@ def test_a_beat_whose_score_is_not_finite_is_dead_lettered() -> None:
     by_topic = _by_topic(out.records)
     assert len(by_topic["anomalies"]) == len(by_topic["scores"]) == 1 and len(by_topic["dlq"]) == 2
     assert "score is not finite" in dict(by_topic["dlq"][0].headers)[m.DLQ_MESSAGE].decode()
+
+
+@pytest.mark.parametrize("count", [3, C.VECTOR_FROM, 2000])  # one by one, and the numpy way
+@pytest.mark.parametrize("topics", [("ecg.beats",), ("ecg.beats", "bëats/ünicode")])
+def test_document_heads_carry_the_event_id_and_the_beat_time(count: int, topics: tuple[str, ...]) -> None:
+    """Both ways of writing a document's opening give the contract's event id and ISO beat time, over
+    every variant digit and the whole accepted time range, for batches of one topic and of several."""
+    rng = np.random.default_rng(count)
+    inputs = [(topics[i % len(topics)], i % 7, int(o)) for i, o in enumerate(rng.integers(0, 2**40, count))]
+    stamps = [0, m.MAX_BEAT_TIME_MS, *rng.integers(0, m.MAX_BEAT_TIME_MS, count - 2).tolist()]
+    stamps[count // 2 :] = [1_764_000_000_000 + 7 * i for i in range(count - count // 2)]  # a few seconds
+    heads = C.heads(*zip(*inputs, strict=True), stamps)
+    for head, (topic, partition, offset), ms in zip(heads, inputs, stamps, strict=True):
+        assert orjson.loads(head + b"}") == {
+            "event_id": str(uuid.uuid5(m.EVENT_ID_NAMESPACE, f"{topic}/{partition}/{offset}")),
+            "beat_time": m.iso_time(ms),
+        }

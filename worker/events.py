@@ -25,16 +25,17 @@ from ecg_anomaly.worker.model import Scores
 ERROR_WINDOW = 10  # samples per window when locating where a beat's error concentrates
 
 _EVENT = (
-    b'{"event_id":"%s","source_id":%s,"beat_time":"%s","score":%s,"ratio":%s,"severity":"%s"%s,'
+    b'%s,"source_id":%s,"score":%s,"ratio":%s,"severity":"%s"%s,'
     b'"input":{"topic":%s,"partition":%d,"offset":%d,"timestamp":%d},'
     b'"error_location":{"window_start":%d,"window_end":%d,"window_share":%s,"peak_sample":%d,'
     b'"peak_error":%s}%s}'
 )
 _SCORE = (
-    b'{"event_id":"%s","source_id":%s,"beat_time":"%s","score":%s,"threshold":%s,"anomaly":%s,'
+    b'%s,"source_id":%s,"score":%s,"threshold":%s,"anomaly":%s,'
     b'"model_version":%s,"input":{"topic":%s,"partition":%d,"offset":%d}%s}'
 )
 _FLAGS = (b"false", b"true")
+_SEVERITIES = [name.encode() for name in m.SEVERITIES]
 T = TypeVar("T")
 
 
@@ -62,6 +63,11 @@ def _extras(beat_ids: list[str | None], labels: list[str | None]) -> list[bytes]
             extra += b',"label":' + orjson.dumps(label)
         out.append(extra)
     return out
+
+
+def _severities(ratios: np.ndarray) -> list[bytes]:
+    """:func:`ecg_anomaly.schemas.messages.severities` as bytes."""
+    return [_SEVERITIES[i] for i in m.severity_bands(ratios).tolist()]
 
 
 def _pick(items: Sequence[T], indices: list[int]) -> list[T]:
@@ -107,14 +113,13 @@ def anomaly_events(
     documents = [
         _EVENT % fields
         for fields in zip(
-            C.event_ids(topics, partitions, offsets),
+            C.heads(topics, partitions, offsets, _pick(batch.beat_times, beats)),
             C.strings(source_ids),
-            C.iso_times(_pick(batch.beat_times, beats)),
             C.numbers(score),
             C.numbers(ratio),
-            [s.encode() for s in m.severities(ratio)],
+            _severities(ratio),
             [shared] * n,
-            C.strings(topics),
+            C.repeated_strings(topics),
             partitions,
             offsets,
             _pick(records.timestamp, rows),
@@ -148,14 +153,13 @@ def score_records(
     documents = [
         _SCORE % fields
         for fields in zip(
-            C.event_ids(topics, partitions, offsets),
+            C.heads(topics, partitions, offsets, batch.beat_times),
             C.strings(batch.source_ids),
-            C.iso_times(batch.beat_times),
             C.numbers(score.astype(np.float64)),
             [orjson.dumps(threshold)] * n,
             [_FLAGS[flag] for flag in anomaly.tolist()],
             [orjson.dumps(version)] * n,
-            C.strings(topics),
+            C.repeated_strings(topics),
             partitions,
             offsets,
             _extras(batch.beat_ids, batch.labels),
