@@ -138,3 +138,13 @@ def test_non_finite_beats_are_rejected_in_input_order_among_the_others() -> None
         (3, "non_finite"),
     ]
     assert batch.rows == [2] and batch.beats.shape == (1, m.BEAT_LENGTH)
+
+
+def test_a_polls_offsets_per_partition_are_its_first_and_one_after_its_last() -> None:
+    """What a rewind goes back to and what a commit records, with partitions and topics interleaved."""
+    coordinates = [("a", 0, 5), ("a", 1, 9), ("b", 0, 2), ("a", 0, 6), ("a", 1, 10), ("a", 0, 7), ("b", 0, 3)]
+    records = Records.of([Record(t, p, o, STAMP, b"k", b"v", None) for t, p, o in coordinates])
+    first, after = records.offsets()
+    assert first == {("a", 0): 5, ("a", 1): 9, ("b", 0): 2}
+    assert after == {("a", 0): 8, ("a", 1): 11, ("b", 0): 4}
+    assert Records.of([]).offsets() == ({}, {})
