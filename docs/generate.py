@@ -186,8 +186,25 @@ def messages() -> str:
     return "\n".join(parts)
 
 
+_DATED = re.compile(r"(?P<date>\d{4}-\d{2}-\d{2})(?:-(?P<run>\d+))?$")
+
+
 def _runs(pattern: str) -> list[Path]:
-    return sorted(RESULTS.glob(pattern), reverse=True)  # newest first: the names start with the date
+    """Newest first: by the date in the name, then by the day's run number (``-2`` for a second run)."""
+
+    def order(path: Path) -> tuple[str, int]:
+        found = _DATED.search(path.stem)
+        return (found["date"], int(found["run"] or 1)) if found else ("", 0)
+
+    return sorted(RESULTS.glob(pattern), key=order, reverse=True)
+
+
+def _when(stem: str) -> str:
+    """``2026-12-03`` or, for a day's second run, ``2026-12-03, run 2``."""
+    found = _DATED.search(stem)
+    if found is None:
+        return stem
+    return found["date"] + (f", run {found['run']}" if found["run"] else "")
 
 
 def bench() -> str:
@@ -197,7 +214,7 @@ def bench() -> str:
     parts = []
     for path in _runs("bench-*.json"):
         run = json.loads(path.read_text())
-        when = path.stem.removeprefix("bench-")
+        when = _when(path.stem)
         parts.append(f"### {when}\n\n{table(run)}\n")
     return "\n".join(parts) or "No run kept yet.\n"
 
@@ -210,7 +227,7 @@ def model_quality() -> str:
     for suite in SUITES:
         kept = _runs(f"model-quality-{suite}-*.json")
         if kept:
-            when = kept[0].stem.removeprefix(f"model-quality-{suite}-")
+            when = _when(kept[0].stem)
             body = markdown(runs_from(json.loads(kept[0].read_text())), suite)
             parts.append(body.replace("### ", f"### {when}: ", 1))
     return "\n".join(parts) or "No run kept yet.\n"
@@ -242,7 +259,7 @@ def chaos() -> str:
                     ]
                 )
         head = ["scenario", "guarantee", "verdict", "inputs", "missing", "duplicates", "wall", "details"]
-        parts.append(f"### {path.stem.removeprefix('chaos-')}\n\n" + _table(head, rows))
+        parts.append(f"### {_when(path.stem)}\n\n" + _table(head, rows))
     return "\n".join(parts) or "No run kept yet.\n"
 
 
@@ -340,11 +357,14 @@ def render(name: str) -> str:
     return _HEADER.format(source=source) + body
 
 
-def _keep(source: Path, kind: str) -> Path:
-    today = datetime.date.today().isoformat()
+def _keep(source: Path, kind: str, today: str = "") -> Path:
+    today = today or datetime.date.today().isoformat()
     if kind == "model-quality":  # model-quality-<suite>.json → model-quality-<suite>-<date>.json
         kind = source.stem
-    target = RESULTS / f"{kind}-{today}{'.txt' if kind == 'chaos' else source.suffix}"
+    suffix = ".txt" if kind == "chaos" else source.suffix
+    target, run = RESULTS / f"{kind}-{today}{suffix}", 2
+    while target.exists():  # a day's later run is kept beside the earlier ones, not over them
+        target, run = RESULTS / f"{kind}-{today}-{run}{suffix}", run + 1
     RESULTS.mkdir(exist_ok=True)
     if kind == "chaos":  # only the verdict lines
         lines = [line.strip() for line in source.read_text().splitlines() if _VERDICT.match(line.strip())]
