@@ -26,7 +26,7 @@ _HEAD_TEMPLATE = np.frombuffer(_HEAD % (b"-" * 36, b"-" * 24), dtype=np.uint8)
 _ID_AT = len(b'{"event_id":"')
 # where the 32 hex digits of the id go (between its dashes), and the 24 characters of the time
 _HEAD_ID = [_ID_AT + i for i in range(36) if i not in (8, 13, 18, 23)]
-_TIME_AT = len(b'{"event_id":"') + 36 + len(b'","beat_time":"')
+_TIME_AT = _ID_AT + 36 + len(b'","beat_time":"')
 _HEAD_TIME = list(range(_TIME_AT, _TIME_AT + 24))
 
 
@@ -71,16 +71,9 @@ def heads(
 
 def _id_digits(topics: Sequence[str], partitions: Sequence[int], offsets: Sequence[int]) -> np.ndarray:
     """The 32 hex digits of each input's UUIDv5, uint8 ``[n, 32]``: one SHA-1 per input, the rest numpy."""
+    prefixes = {t: m.event_id_prefix(t) for t in set(topics)}
     sha1 = hashlib.sha1
-    topic_set = set(topics)
-    if len(topic_set) == 1:  # the usual batch: one input topic
-        prefix = m.event_id_prefix(topic_set.pop())
-        names = [b"%s%d/%d" % (prefix, p, o) for p, o in zip(partitions, offsets, strict=True)]
-    else:
-        prefixes = {t: m.event_id_prefix(t) for t in topic_set}
-        names = [
-            b"%s%d/%d" % (prefixes[t], p, o) for t, p, o in zip(topics, partitions, offsets, strict=True)
-        ]
+    names = [b"%s%d/%d" % (prefixes[t], p, o) for t, p, o in zip(topics, partitions, offsets, strict=True)]
     digests = b"".join(map(_DIGEST, map(sha1, names)))  # no bytecode per input
     raw = np.frombuffer(digests, dtype=np.uint8).reshape(len(offsets), 20)[:, :16].copy()
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x50  # version 5

@@ -66,7 +66,7 @@ def _extras(beat_ids: list[str | None], labels: list[str | None]) -> list[bytes]
 
 
 def _severities(ratios: np.ndarray) -> list[bytes]:
-    """:func:`ecg_anomaly.schemas.messages.severities` as bytes."""
+    """:func:`ecg_anomaly.schemas.messages.severity` of each ratio, as bytes."""
     return [_SEVERITIES[i] for i in m.severity_bands(ratios).tolist()]
 
 
