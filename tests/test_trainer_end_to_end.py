@@ -243,6 +243,19 @@ def test_same_seed_same_threshold_and_metrics(cli_run: Path, ecg5000: Dataset, t
         assert again.metrics[key] == first.metrics[key], key
 
 
+def test_the_known_abnormal_factor_needs_enough_abnormal_beats(
+    cli_run: Path, ecg5000: Dataset, tmp_path: Path
+) -> None:
+    """Below the preset's minimum of training abnormal beats the factor is off, and ``train`` says so."""
+    assert "known_abnormal" in json.loads((cli_run / "metrics.json").read_text())["score_params"]
+    normal, abnormal = np.flatnonzero(ecg5000.is_normal), np.flatnonzero(~ecg5000.is_normal)
+    few = ecg5000.take(np.sort(np.concatenate([normal[::2], abnormal[:22]])))
+    lines: list[str] = []
+    train(PRESETS["tiny"], few, tmp_path, seed=SEED, quiet=True, report=False, log=lines.append)
+    assert "known_abnormal" not in json.loads((tmp_path / "metrics.json").read_text())["score_params"]
+    assert any("the known-abnormal factor is off" in line for line in lines), lines
+
+
 def test_test_split_cannot_influence_training_or_threshold(
     cli_run: Path, ecg5000: Dataset, test_split: Dataset, tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ from ecg_anomaly.trainer.export import (
     with_metadata,
     write_artifact,
 )
-from ecg_anomaly.trainer.latent import LatentScore, Subspace
+from ecg_anomaly.trainer.latent import ABNORMAL_FLOOR, KnownAbnormal, LatentScore, Subspace
 from ecg_anomaly.trainer.presets import PRESETS
 from ecg_anomaly.trainer.scoring import ScoringModel
 from tests.support.artifact import build_small_artifact, load_test_split
@@ -100,6 +100,34 @@ def test_onnx_subspace_factor_matches_the_reference() -> None:
     check_parity(onnx_scores, reference)
     plain = KerasScorer(model, -1.0, 1.0, "fused", replace(latent, subspace=None))(beats).scores
     assert not np.allclose(reference, plain)  # the factor is there
+
+
+def test_onnx_known_abnormal_factor_matches_the_reference() -> None:
+    """The fourth factor (the floored distance to the nearest known abnormal code) in the graph against
+    the numpy reference, for beats far from, near and on top of a known abnormal code."""
+    import keras
+
+    rng = np.random.default_rng(2)
+    inputs = keras.Input((140,))
+    codes = keras.layers.Dense(8, name="embedding")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(140, activation="sigmoid")(codes))
+    beats = rng.normal(0, 0.5, (9, 140)).astype(np.float32)
+    beat_codes = KerasScorer(model, -1.0, 1.0, "mae").codes(beats)
+    known_bank = np.vstack([beat_codes[:2], beat_codes[2:4] + 0.05, rng.normal(0, 3, (40, 8))])
+    known = KnownAbnormal(known_bank.astype(np.float32), weight=0.3, reference=2.0)
+    bank = rng.normal(0, 1, (50, 8)).astype(np.float32)
+    latent = LatentScore(bank, 2, 0.2, rmse_ref=0.3, distance_ref=1.0, known_abnormal=known)
+    scorer = KerasScorer(model, -1.0, 1.0, "fused", latent)
+    from ecg_anomaly.trainer.export import to_onnx
+
+    session = ScoringModel.load(_with_test_metadata(to_onnx(scorer, 140), latent))
+    onnx_scores, _ = session.score(beats)
+    reference = scorer(beats).scores
+    check_parity(onnx_scores, reference)
+    plain = KerasScorer(model, -1.0, 1.0, "fused", replace(latent, known_abnormal=None))(beats).scores
+    ratio = known.ratio(beat_codes)
+    assert ratio[0] == np.float32(ABNORMAL_FLOOR) and np.all(ratio[4:] > ratio[0])  # on top, floored
+    assert reference == pytest.approx(0.3 * (plain / 0.3) ** 0.7 / ratio**0.3, rel=1e-5)
 
 
 def _with_test_metadata(proto: object, latent: LatentScore) -> bytes:

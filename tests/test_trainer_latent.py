@@ -109,7 +109,7 @@ def test_subspace_is_a_third_factor_calibrated_on_held_out_beats() -> None:
     assert score.subspace is not None
     assert score.subspace.reference == pytest.approx(float(np.median(subspace.residual(held))))
     assert score.metadata()["subspace"]["components"] == 2
-    assert [float(e) for e in latent.exponents(score)] == pytest.approx([0.1, 0.4, 0.5])
+    assert [float(e) for e in latent.exponents(score)] == pytest.approx([0.1, 0.4, 0.5, 0.0])
     plain = latent.calibrate(bank, held_out, 1, rmse_weight=0.2)
     residual = subspace.residual(held) / np.float32(score.subspace.reference)
     expected = held_out.scores(plain)
@@ -118,3 +118,75 @@ def test_subspace_is_a_third_factor_calibrated_on_held_out_beats() -> None:
     assert held_out.scores(score) == pytest.approx(plain.rmse_ref * two**0.5 * residual**0.5, rel=1e-5)
     with pytest.raises(ValueError, match="normalised beats"):
         latent.fuse(np.array([0.1]), np.array([1.0]), score)
+
+
+def _known_abnormal_setting() -> tuple[np.ndarray, latent.Beats, latent.KnownAbnormal]:
+    rng = np.random.default_rng(5)
+    bank = rng.normal(0, 1, (60, 2)).astype(np.float32)
+    held_out = latent.Beats(np.full((40, 4), 0.1, np.float32), rng.normal(0, 1, (40, 2)).astype(np.float32))
+    known = latent.KnownAbnormal(rng.normal(6, 0.5, (30, 2)).astype(np.float32), weight=0.3)
+    return bank, held_out, known
+
+
+def test_known_abnormal_factor_divides_by_the_floored_distance_ratio() -> None:
+    bank, held_out, known = _known_abnormal_setting()
+    score = latent.calibrate(bank, held_out, 1, rmse_weight=0.2, known_abnormal=known)
+    assert score.known_abnormal is not None
+    reference = float(np.median(latent.knn_distance(held_out.codes, known.bank, 1)))
+    assert score.known_abnormal.reference == pytest.approx(reference)
+    assert score.metadata()["known_abnormal"] == {
+        "bank_size": 30,
+        "weight": 0.3,
+        "reference": score.known_abnormal.reference,
+        "floor": latent.ABNORMAL_FLOOR,
+    }
+    assert [float(e) for e in latent.exponents(score)] == pytest.approx([0.14, 0.56, 0.0, 0.3])
+    plain = latent.calibrate(bank, held_out, 1, rmse_weight=0.2)
+    ratio = score.known_abnormal.ratio(held_out.codes)
+    two = held_out.scores(plain) / np.float32(plain.rmse_ref)
+    expected = plain.rmse_ref * two**0.7 / ratio**0.3
+    assert held_out.scores(score) == pytest.approx(expected, rel=1e-5)
+    # A beat on top of a known abnormal beat: the ratio is floored, the score finite and higher.
+    on_top = score.known_abnormal.ratio(known.bank[:1])
+    assert on_top.tolist() == [pytest.approx(latent.ABNORMAL_FLOOR)]
+    with pytest.raises(ValueError, match="known abnormal"):
+        latent.fuse(np.array([0.1]), np.array([1.0]), score)
+
+
+def test_a_known_abnormal_beat_is_measured_without_its_own_code() -> None:
+    bank, held_out, _ = _known_abnormal_setting()
+    grid = np.array([[x, y] for x in (4.0, 8.0, 12.0) for y in (4.0, 8.0)], np.float32)  # 4 apart
+    known = latent.KnownAbnormal(grid, weight=0.3)
+    score = latent.calibrate(bank, held_out, 1, rmse_weight=0.2, known_abnormal=known)
+    assert score.known_abnormal is not None
+    members = known.bank[:5]
+    itself = score.known_abnormal.ratio(members)
+    without = score.known_abnormal.ratio(members, own_row=np.arange(5))
+    assert np.all(itself == np.float32(latent.ABNORMAL_FLOOR)) and np.all(without > itself)
+    expected = latent.knn_distance(members, known.bank, 1, np.arange(5)) / np.float32(
+        score.known_abnormal.reference
+    )
+    assert without == pytest.approx(np.maximum(expected, latent.ABNORMAL_FLOOR))
+
+
+def test_known_abnormal_beats_raise_the_scores_of_beats_like_them() -> None:
+    """Two beats with the same error and normal-bank distance: the one near the known abnormal beats
+    scores higher than the one as far from them as a typical held-out normal."""
+    bank, held_out, known = _known_abnormal_setting()
+    score = latent.calibrate(bank, held_out, 1, rmse_weight=0.2, known_abnormal=known)
+    assert score.known_abnormal is not None
+    near, typical = score.known_abnormal.ratio(np.array([[5.5, 5.5], [0.0, 0.0]], np.float32))
+    errors, distances = np.array([0.1, 0.1]), np.array([1.0, 1.0])
+    fused = latent.fuse(errors, distances, score, abnormal_ratio=np.array([near, typical]))
+    assert near < 1 <= typical + 0.5 and fused[0] > fused[1]
+
+
+def test_the_known_abnormal_weight_stays_below_one_half() -> None:
+    """At q = 1/2 the distances' exponents sum to 0: a beat far from everything would no longer score
+    above a normal one."""
+    from ecg_anomaly.base.errors import ConfigError
+    from ecg_anomaly.trainer.presets import PRESETS
+
+    with pytest.raises(ConfigError, match=r"abnormal weight must be in \[0, 0.5\)"):
+        PRESETS["default"].with_overrides(abnormal_weight=0.5)
+    assert PRESETS["default"].with_overrides(abnormal_weight=0.45).abnormal_weight == 0.45

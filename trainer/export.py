@@ -66,8 +66,11 @@ class KerasScorer:
         x = normalise(beats, self.norm_min, self.norm_max)
         return encoder(self.model).predict(x, batch_size=1024, verbose=0)
 
-    def __call__(self, beats: np.ndarray, own_row: np.ndarray | None = None) -> Scored:
-        """Scores as the graph computes them (``own_row``: see :func:`.latent.knn_distance`)."""
+    def __call__(
+        self, beats: np.ndarray, own_row: np.ndarray | None = None, abnormal_row: np.ndarray | None = None
+    ) -> Scored:
+        """Scores as the graph computes them (``own_row`` and ``abnormal_row``, the beats' rows in the
+        normal and the known-abnormal banks: see :func:`.latent.knn_distance`)."""
         x = normalise(beats, self.norm_min, self.norm_max)
         if self.latent is None:
             reconstruction = self.model.predict(x, batch_size=1024, verbose=0)
@@ -76,7 +79,10 @@ class KerasScorer:
         reconstruction, codes = self._both().predict(x, batch_size=1024, verbose=0)
         error = np.abs(reconstruction - x)
         distance = fused.knn_distance(codes, self.latent.bank, self.latent.neighbours, own_row)
-        return Scored(fused.fuse(fused.rmse(error), distance, self.latent, x), error, x, reconstruction)
+        known = self.latent.known_abnormal
+        ratio = None if known is None else known.ratio(codes, abnormal_row)
+        scores = fused.fuse(fused.rmse(error), distance, self.latent, x, ratio)
+        return Scored(scores, error, x, reconstruction)
 
     def _both(self) -> Any:
         from ecg_anomaly.trainer.model import reconstruction_and_code
@@ -127,25 +133,12 @@ def to_onnx(scorer: KerasScorer, input_length: int) -> Any:
 
 
 def _fused_score(tf: Any, x: Any, error: Any, codes: Any, latent: fused.LatentScore) -> Any:
-    """:func:`ecg_anomaly.trainer.latent.fuse` of the RMSE, the code-space k-NN distance and (with a
-    subspace) the residual of the normalised beats ``x`` outside it, in TensorFlow."""
+    """:func:`ecg_anomaly.trainer.latent.fuse` of the RMSE, the code-space k-NN distance, (with a
+    subspace) the residual of the normalised beats ``x`` outside it and (with known abnormal beats) the
+    distance to the nearest of them, in TensorFlow."""
     rmse = tf.sqrt(tf.reduce_mean(error * error, axis=1))
-    # Candidates first, ranked by 2ab - |b|² (|a - b|² less |a|², which is the same for every row of the
-    # bank): one matrix product and one addition over [N, bank]. Centred on the bank's mean, which
-    # leaves distances alone and shrinks the float32 cancellation.
-    centre = latent.bank.mean(axis=0, dtype=np.float64).astype(np.float32)
-    centred_bank = latent.bank - centre
-    a = codes - tf.constant(centre)
-    closeness = tf.matmul(a, tf.constant(2 * centred_bank.T)) + tf.constant(
-        -(centred_bank * centred_bank).sum(axis=1)[None, :]
-    )
-    candidates = min(latent.bank.shape[0], latent.neighbours + fused.EXTRA_CANDIDATES)
-    rows = tf.math.top_k(closeness, k=candidates).indices
-    offsets = a[:, None, :] - tf.gather(tf.constant(centred_bank), rows)  # [N, candidates, D]: exact
-    exact = tf.reduce_sum(offsets * offsets, axis=2)
-    nearest = -tf.math.top_k(-exact, k=latent.neighbours).values
-    distance = tf.reduce_mean(tf.sqrt(nearest), axis=1)
-    w_error, w_distance, w_residual = fused.exponents(latent)
+    distance = _nearest_distance(tf, codes, latent.bank, latent.neighbours)
+    w_error, w_distance, w_residual, q = fused.exponents(latent)
     rmse_ref, distance_ref = np.float32(latent.rmse_ref), np.float32(latent.distance_ref)
     score = (
         tf.constant(rmse_ref)
@@ -153,13 +146,54 @@ def _fused_score(tf: Any, x: Any, error: Any, codes: Any, latent: fused.LatentSc
         * tf.pow(distance / tf.constant(distance_ref), tf.constant(w_distance))
     )
     subspace = latent.subspace
-    if subspace is None:
-        return score
-    centred = x - tf.constant(subspace.mean)
-    components = tf.constant(subspace.components)
-    rest = centred - tf.matmul(tf.matmul(centred, components, transpose_b=True), components)
-    residual = tf.sqrt(tf.reduce_mean(rest * rest, axis=1))
-    return score * tf.pow(residual / tf.constant(np.float32(subspace.reference)), tf.constant(w_residual))
+    if subspace is not None:
+        centred = x - tf.constant(subspace.mean)
+        components = tf.constant(subspace.components)
+        rest = centred - tf.matmul(tf.matmul(centred, components, transpose_b=True), components)
+        residual = tf.sqrt(tf.reduce_mean(rest * rest, axis=1))
+        reference = tf.constant(np.float32(subspace.reference))
+        score = score * tf.pow(residual / reference, tf.constant(w_residual))
+    known = latent.known_abnormal
+    if known is not None:
+        ratio = _nearest_one(tf, codes, known.bank) / tf.constant(np.float32(known.reference))
+        ratio = tf.maximum(ratio, tf.constant(np.float32(fused.ABNORMAL_FLOOR)))
+        score = score / tf.pow(ratio, tf.constant(q))
+    return score
+
+
+def _nearest_one(tf: Any, codes: Any, bank: np.ndarray) -> Any:
+    """The distance to the nearest row of ``bank``, from the largest 2ab - |b|² (no candidates, no
+    exact recomputation: one reduction where top-k costs onnxruntime a sort per beat). Its float32
+    cancellation matters only near zero, where the known-abnormal ratio is floored."""
+    centre = bank.mean(axis=0, dtype=np.float64).astype(np.float32)
+    centred_bank = bank - centre
+    a = codes - tf.constant(centre)
+    closeness = tf.matmul(a, tf.constant(2 * centred_bank.T)) + tf.constant(
+        -(centred_bank * centred_bank).sum(axis=1)[None, :]
+    )
+    squared = tf.reduce_sum(a * a, axis=1) - tf.reduce_max(closeness, axis=1)
+    return tf.sqrt(tf.maximum(squared, tf.constant(np.float32(0))))
+
+
+def _nearest_distance(tf: Any, codes: Any, bank: np.ndarray, neighbours: int) -> Any:
+    """:func:`ecg_anomaly.trainer.latent.knn_distance` (without left-out rows) in TensorFlow.
+
+    Candidates first, ranked by 2ab - |b|² (|a - b|² less |a|², which is the same for every row of the
+    bank): one matrix product and one addition over [N, bank]. Centred on the bank's mean, which
+    leaves distances alone and shrinks the float32 cancellation. Then exact distances to those.
+    """
+    centre = bank.mean(axis=0, dtype=np.float64).astype(np.float32)
+    centred_bank = bank - centre
+    a = codes - tf.constant(centre)
+    closeness = tf.matmul(a, tf.constant(2 * centred_bank.T)) + tf.constant(
+        -(centred_bank * centred_bank).sum(axis=1)[None, :]
+    )
+    candidates = min(bank.shape[0], neighbours + fused.EXTRA_CANDIDATES)
+    rows = tf.math.top_k(closeness, k=candidates).indices
+    offsets = a[:, None, :] - tf.gather(tf.constant(centred_bank), rows)  # [N, candidates, D]: exact
+    exact = tf.reduce_sum(offsets * offsets, axis=2)
+    nearest = -tf.math.top_k(-exact, k=neighbours).values
+    return tf.reduce_mean(tf.sqrt(nearest), axis=1)
 
 
 def _check_names(proto: Any) -> None:

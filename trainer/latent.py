@@ -22,6 +22,16 @@ graph)::
     score = rmse_ref * (rmse / rmse_ref) ** (w (1 - p)) * (distance / distance_ref) ** ((1 - w)(1 - p))
             * (residual / residual_ref) ** p
 
+With known abnormal beats in the training split, a fourth factor with a negative exponent ``-q``
+(the others' exponents shrink by ``1 - q``): the distance from the beat's code to the nearest code of
+a training abnormal beat, divided by its held-out median (a :class:`KnownAbnormal`). A beat near a
+known abnormal beat scores higher, a normal beat far from them lower. A beat unlike anything seen is
+far from both banks: its distances grow together and its score with them, as ``1 - 2q`` > 0 of their
+scale. On development splits this factor also raised the ROC AUC of each abnormal class held out of
+the bank (docs/model-quality.md)::
+
+    score = rmse_ref * (...the three factors above...) ** (1 - q) * (abnormal / abnormal_ref) ** -q
+
 This module is numpy only: the reference the exported graph is checked against.
 """
 
@@ -68,6 +78,38 @@ class Subspace:
         }
 
 
+# The known-abnormal distance ratio is floored: a beat whose code duplicates a known abnormal beat's
+# would divide by zero, and near zero the ratio is mostly float32 noise of the codes (onnxruntime's
+# and Keras's differ by about 1e-7 of their size), which its power would amplify. Any beat this close
+# to a known abnormal beat counts as close as it gets (a factor of at most 5 ** q); on development
+# splits the floor changed no ROC AUC in its fourth decimal (the median normal beat sits near 1).
+ABNORMAL_FLOOR = 0.2
+
+
+@dataclass(frozen=True)
+class KnownAbnormal:
+    """Codes of abnormal beats of the training split, the weight ``q`` of the distance to the nearest of
+    them in the fused score and (``reference``) its held-out median, 0 until calibrated."""
+
+    bank: np.ndarray  # float32 [A, D]
+    weight: float
+    reference: float = 0.0
+
+    def ratio(self, codes: np.ndarray, own_row: np.ndarray | None = None) -> np.ndarray:
+        """Distance to the nearest bank code over the reference, floored (float32); ``own_row`` as in
+        :func:`knn_distance`, for abnormal beats that are in the bank themselves."""
+        distance = knn_distance(codes, self.bank, 1, own_row) / np.float32(self.reference)
+        return np.maximum(distance, np.float32(ABNORMAL_FLOOR))
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "bank_size": int(self.bank.shape[0]),
+            "weight": self.weight,
+            "reference": self.reference,
+            "floor": ABNORMAL_FLOOR,
+        }
+
+
 @dataclass(frozen=True)
 class LatentScore:
     """Everything the graph needs besides the autoencoder: the bank of codes and the fusion constants."""
@@ -79,18 +121,23 @@ class LatentScore:
     distance_ref: float  # median code distance of held-out normal beats
     selection: dict[str, float] = field(default_factory=dict)  # validation ROC AUC of each candidate k
     subspace: Subspace | None = None  # the optional third factor
+    known_abnormal: KnownAbnormal | None = None  # the optional fourth
 
     def metadata(self) -> dict[str, Any]:
         """The constants as recorded in the artifact (the bank itself lives in the graph)."""
-        return {
-            "neighbours": self.neighbours,
-            "rmse_weight": self.rmse_weight,
-            "rmse_ref": self.rmse_ref,
-            "distance_ref": self.distance_ref,
-            "bank_size": int(self.bank.shape[0]),
-            "code_size": int(self.bank.shape[1]),
-            "neighbours_validation_roc_auc": self.selection,
-        } | ({} if self.subspace is None else {"subspace": self.subspace.metadata()})
+        return (
+            {
+                "neighbours": self.neighbours,
+                "rmse_weight": self.rmse_weight,
+                "rmse_ref": self.rmse_ref,
+                "distance_ref": self.distance_ref,
+                "bank_size": int(self.bank.shape[0]),
+                "code_size": int(self.bank.shape[1]),
+                "neighbours_validation_roc_auc": self.selection,
+            }
+            | ({} if self.subspace is None else {"subspace": self.subspace.metadata()})
+            | ({} if self.known_abnormal is None else {"known_abnormal": self.known_abnormal.metadata()})
+        )
 
 
 def choose_bank(count: int, size: int, seed: int) -> np.ndarray:
@@ -142,11 +189,19 @@ def knn_distance(
     return np.mean(np.sqrt(nearest), axis=1).astype(np.float32)
 
 
-def exponents(latent: LatentScore) -> tuple[np.float32, np.float32, np.float32]:
-    """The weights of the error, the distance and the subspace residual (summing to 1)."""
+def exponents(latent: LatentScore) -> tuple[np.float32, np.float32, np.float32, np.float32]:
+    """The exponents of the error, the distance and the subspace residual (summing to ``1 - q``), and
+    the weight ``q`` of the known-abnormal distance (its exponent is ``-q``)."""
     p = 0.0 if latent.subspace is None else latent.subspace.weight
+    q = 0.0 if latent.known_abnormal is None else latent.known_abnormal.weight
     w = latent.rmse_weight
-    return np.float32(w * (1 - p)), np.float32((1 - w) * (1 - p)), np.float32(p)
+    rest = 1 - q
+    return (
+        np.float32(w * (1 - p) * rest),
+        np.float32((1 - w) * (1 - p) * rest),
+        np.float32(p * rest),
+        np.float32(q),
+    )
 
 
 def fuse(
@@ -154,18 +209,24 @@ def fuse(
     distances: np.ndarray,
     latent: LatentScore,
     normalised: np.ndarray | None = None,
+    abnormal_ratio: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The fused score (see the module docstring); ``normalised`` beats are needed with a subspace."""
-    w_error, w_distance, w_residual = exponents(latent)
+    """The fused score (see the module docstring); ``normalised`` beats are needed with a subspace,
+    ``abnormal_ratio`` (:meth:`KnownAbnormal.ratio`) with known abnormal beats."""
+    w_error, w_distance, w_residual, q = exponents(latent)
     ratio_error = np.asarray(rmse_values, np.float32) / np.float32(latent.rmse_ref)
     ratio_distance = np.asarray(distances, np.float32) / np.float32(latent.distance_ref)
     score = np.float32(latent.rmse_ref) * ratio_error**w_error * ratio_distance**w_distance
-    if latent.subspace is None:
-        return score
-    if normalised is None:
-        raise ValueError("a fused score with a subspace needs the normalised beats")
-    ratio_residual = latent.subspace.residual(normalised) / np.float32(latent.subspace.reference)
-    return score * ratio_residual**w_residual
+    if latent.subspace is not None:
+        if normalised is None:
+            raise ValueError("a fused score with a subspace needs the normalised beats")
+        ratio_residual = latent.subspace.residual(normalised) / np.float32(latent.subspace.reference)
+        score = score * ratio_residual**w_residual
+    if latent.known_abnormal is not None:
+        if abnormal_ratio is None:
+            raise ValueError("a fused score with known abnormal beats needs their distance ratio")
+        score = score / np.asarray(abnormal_ratio, np.float32) ** q
+    return score
 
 
 @dataclass(frozen=True)
@@ -176,10 +237,13 @@ class Beats:
     codes: np.ndarray  # [N, D]
     own_row: np.ndarray | None = None  # their rows in the bank, -1 when not in it (see knn_distance)
     normalised: np.ndarray | None = None  # [N, L]: the beats themselves, for a subspace
+    abnormal_row: np.ndarray | None = None  # their rows in the known-abnormal bank, -1 when not in it
 
     def scores(self, latent: LatentScore) -> np.ndarray:
         distance = knn_distance(self.codes, latent.bank, latent.neighbours, self.own_row)
-        return fuse(rmse(self.errors), distance, latent, self.normalised)
+        known = latent.known_abnormal
+        ratio = None if known is None else known.ratio(self.codes, self.abnormal_row)
+        return fuse(rmse(self.errors), distance, latent, self.normalised, ratio)
 
 
 def select(
@@ -189,6 +253,7 @@ def select(
     choices: tuple[int, ...],
     rmse_weight: float,
     subspace: Subspace | None = None,
+    known_abnormal: KnownAbnormal | None = None,
 ) -> LatentScore:
     """The k (of ``choices``) whose fused score separates held-out normal from abnormal training-split
     beats best (ROC AUC; a tie goes to the larger k, which one mislabelled bank beat sways less), with
@@ -197,7 +262,7 @@ def select(
     aucs: dict[str, float] = {}
     best: LatentScore | None = None
     for k in sorted(choices):
-        candidate = calibrate(bank, held_out, k, rmse_weight, subspace)
+        candidate = calibrate(bank, held_out, k, rmse_weight, subspace, known_abnormal)
         scores = np.concatenate([held_out.scores(candidate), abnormal.scores(candidate)])
         labels = np.arange(scores.size) >= held_out.codes.shape[0]
         aucs[str(k)] = roc_auc(curves(scores, labels))
@@ -213,9 +278,11 @@ def calibrate(
     neighbours: int,
     rmse_weight: float,
     subspace: Subspace | None = None,
+    known_abnormal: KnownAbnormal | None = None,
 ) -> LatentScore:
     """The fusion constants from held-out normal beats: their errors come from a model that did not
-    train on them, their distances leave their own codes out, and the subspace did not fit them."""
+    train on them, their distances leave their own codes out, and the subspace did not fit them (nor
+    are they in the known-abnormal bank)."""
     reference_rmse = float(np.median(rmse(held_out.errors)))
     reference_distance = float(np.median(knn_distance(held_out.codes, bank, neighbours, held_out.own_row)))
     if not (reference_rmse > 0 and reference_distance > 0):
@@ -233,4 +300,20 @@ def calibrate(
                 "subspace: the score cannot be calibrated (are rows repeated in the data?)"
             )
         subspace = dataclasses.replace(subspace, reference=reference_residual)
-    return LatentScore(bank, neighbours, rmse_weight, reference_rmse, reference_distance, subspace=subspace)
+    if known_abnormal is not None:
+        reference_abnormal = float(np.median(knn_distance(held_out.codes, known_abnormal.bank, 1)))
+        if not reference_abnormal > 0:
+            raise TrainingError(
+                "more than half of the held-out normal beats duplicate an abnormal training beat: the "
+                "score cannot be calibrated (are rows labelled both normal and abnormal?)"
+            )
+        known_abnormal = dataclasses.replace(known_abnormal, reference=reference_abnormal)
+    return LatentScore(
+        bank,
+        neighbours,
+        rmse_weight,
+        reference_rmse,
+        reference_distance,
+        subspace=subspace,
+        known_abnormal=known_abnormal,
+    )

@@ -85,6 +85,11 @@ def train(
 
     calibrated = calibrated_scorer(config, fitted.model, splits, norm_min, norm_max, seed)
     scorer = calibrated.scorer
+    if config.score == "fused" and config.abnormal_weight > 0 and calibrated.abnormal_rows is None:
+        log(
+            f"the known-abnormal factor is off: the training split has fewer than "
+            f"{config.abnormal_min_rows} abnormal beats"
+        )
     threshold = choose_threshold(config, calibrated, splits, seed)
     input_length = dataset.beats.shape[1]
     training = _training_record(config, fitted, splits, dataset, split, seed)
@@ -165,10 +170,18 @@ class Calibrated:
 
     scorer: KerasScorer
     held_out_rows: np.ndarray | None  # each validation normal's row in the code bank (-1: not in it)
+    # each training-split abnormal beat's row in the known-abnormal bank (-1: not in it); None: no bank
+    abnormal_rows: np.ndarray | None = None
 
     def held_out(self, normal: np.ndarray) -> np.ndarray:
         """Scores of the validation part's normal beats, each measured without its own code."""
         return self.scorer(normal, self.held_out_rows).scores
+
+    def training_abnormal(self, splits: Splits) -> np.ndarray:
+        """Scores of the training split's abnormal beats, in its order, each measured without its own
+        code in the known-abnormal bank: as an abnormal beat of a kind seen in training, not as itself."""
+        training = splits.training()
+        return self.scorer(training.beats[~_labels(training)], abnormal_row=self.abnormal_rows).scores
 
 
 def calibrated_scorer(
@@ -177,7 +190,9 @@ def calibrated_scorer(
     """The scoring definition. For the fused score: a bank of the codes of every training-split normal
     beat (capped at ``bank_size``); its constants from the validation part's normal beats, which the
     model did not fit and whose distances leave out their own codes; its k chosen on those and the
-    training split's abnormal beats. Never the test split."""
+    training split's abnormal beats. With a known-abnormal weight and enough abnormal beats in the
+    training split, a second bank of their codes (capped at ``abnormal_bank_size``), each of them
+    measured without its own code. Never the test split."""
     scorer = KerasScorer(model, norm_min, norm_max, config.score)
     if config.score != "fused":
         return Calibrated(scorer, None)
@@ -189,6 +204,12 @@ def calibrated_scorer(
     rows = latent.own_rows(np.arange(fit_codes.shape[0], codes.shape[0]), kept)
     training = splits.training()
     abnormal = training.beats[~_labels(training)]
+    abnormal_codes = scorer.codes(abnormal)
+    known, abnormal_rows = None, None
+    if config.abnormal_weight > 0 and abnormal.shape[0] >= config.abnormal_min_rows:
+        members = latent.choose_bank(abnormal.shape[0], config.abnormal_bank_size, seed)
+        abnormal_rows = latent.own_rows(np.arange(abnormal.shape[0]), members)
+        known = latent.KnownAbnormal(abnormal_codes[members].astype(np.float32), config.abnormal_weight)
     subspace = None
     fitted_normal = normalise(_normal(splits.fit), norm_min, norm_max)
     if config.subspace_weight > 0 and fitted_normal.shape[0] < config.subspace_max_rows:
@@ -198,13 +219,14 @@ def calibrated_scorer(
     calibration = latent.select(
         codes[kept].astype(np.float32),
         latent.Beats(held.sample_error, held_out_codes, rows, held.normalised),
-        latent.Beats(flagged.sample_error, scorer.codes(abnormal), normalised=flagged.normalised),
+        latent.Beats(flagged.sample_error, abnormal_codes, None, flagged.normalised, abnormal_rows),
         config.neighbours,
         config.rmse_weight,
         subspace,
+        known,
     )
     scored = KerasScorer(model, norm_min, norm_max, config.score, calibration)
-    return Calibrated(scored, rows)
+    return Calibrated(scored, rows, abnormal_rows)
 
 
 def choose_threshold(
@@ -227,11 +249,13 @@ def choose_threshold(
         case "max_f1" | "smoothed_f1":
             assert splits.validation is not None  # TrainConfig.validate guarantees it
             # The model never trains on abnormal beats, so every abnormal beat of the training split
-            # scores as an unseen one (max_f1 keeps to the validation part's, as it always did).
+            # scores as an unseen one, its own code left out of the known-abnormal bank (max_f1 keeps
+            # to the validation part's, as it always did).
             # Normal beats come from the validation part only, each counting for as many training
             # normals as there are per validation normal.
-            pool = splits.training() if config.threshold_policy == "smoothed_f1" else splits.validation
-            abnormal = scorer(pool.beats[~_labels(pool)]).scores
+            abnormal = calibrated.training_abnormal(splits)
+            if config.threshold_policy == "max_f1":  # the validation part's: the training split's last
+                abnormal = abnormal[abnormal.size - int((~_labels(splits.validation)).sum()) :]
             errors = np.concatenate([normal, abnormal])
             labels = np.arange(errors.size) >= normal.size
             if config.threshold_policy == "max_f1":
