@@ -103,8 +103,8 @@ def test_onnx_subspace_factor_matches_the_reference() -> None:
 
 
 def test_onnx_known_abnormal_factor_matches_the_reference() -> None:
-    """The fourth factor (the floored distance to the nearest known abnormal code) in the graph against
-    the numpy reference, for beats far from, near and on top of a known abnormal code."""
+    """The raise for beats close to a known abnormal code (the clipped distance ratio) in the graph
+    against the numpy reference, for beats far from, near and on top of a known abnormal code."""
     import keras
 
     rng = np.random.default_rng(2)
@@ -127,7 +127,7 @@ def test_onnx_known_abnormal_factor_matches_the_reference() -> None:
     plain = KerasScorer(model, -1.0, 1.0, "fused", replace(latent, known_abnormal=None))(beats).scores
     ratio = known.ratio(beat_codes)
     assert ratio[0] == np.float32(ABNORMAL_FLOOR) and np.all(ratio[4:] > ratio[0])  # on top, floored
-    assert reference == pytest.approx(0.3 * (plain / 0.3) ** 0.7 / ratio**0.3, rel=1e-5)
+    assert reference == pytest.approx(plain / ratio**0.3, rel=1e-5)
 
 
 def _with_test_metadata(proto: object, latent: LatentScore) -> bytes:

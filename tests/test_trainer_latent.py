@@ -109,7 +109,7 @@ def test_subspace_is_a_third_factor_calibrated_on_held_out_beats() -> None:
     assert score.subspace is not None
     assert score.subspace.reference == pytest.approx(float(np.median(subspace.residual(held))))
     assert score.metadata()["subspace"]["components"] == 2
-    assert [float(e) for e in latent.exponents(score)] == pytest.approx([0.1, 0.4, 0.5, 0.0])
+    assert [float(e) for e in latent.exponents(score)] == pytest.approx([0.1, 0.4, 0.5])
     plain = latent.calibrate(bank, held_out, 1, rmse_weight=0.2)
     residual = subspace.residual(held) / np.float32(score.subspace.reference)
     expected = held_out.scores(plain)
@@ -128,7 +128,7 @@ def _known_abnormal_setting() -> tuple[np.ndarray, latent.Beats, latent.KnownAbn
     return bank, held_out, known
 
 
-def test_known_abnormal_factor_divides_by_the_floored_distance_ratio() -> None:
+def test_known_abnormal_factor_raises_the_score_by_the_clipped_distance_ratio() -> None:
     bank, held_out, known = _known_abnormal_setting()
     score = latent.calibrate(bank, held_out, 1, rmse_weight=0.2, known_abnormal=known)
     assert score.known_abnormal is not None
@@ -140,12 +140,11 @@ def test_known_abnormal_factor_divides_by_the_floored_distance_ratio() -> None:
         "reference": score.known_abnormal.reference,
         "floor": latent.ABNORMAL_FLOOR,
     }
-    assert [float(e) for e in latent.exponents(score)] == pytest.approx([0.14, 0.56, 0.0, 0.3])
+    assert [float(e) for e in latent.exponents(score)] == pytest.approx([0.2, 0.8, 0.0])
     plain = latent.calibrate(bank, held_out, 1, rmse_weight=0.2)
     ratio = score.known_abnormal.ratio(held_out.codes)
-    two = held_out.scores(plain) / np.float32(plain.rmse_ref)
-    expected = plain.rmse_ref * two**0.7 / ratio**0.3
-    assert held_out.scores(score) == pytest.approx(expected, rel=1e-5)
+    assert ratio.max() == 1 and ratio.min() < 1  # the farther half of the normals keep their score
+    assert held_out.scores(score) == pytest.approx(held_out.scores(plain) / ratio**0.3, rel=1e-5)
     # A beat on top of a known abnormal beat: the ratio is floored, the score finite and higher.
     on_top = score.known_abnormal.ratio(known.bank[:1])
     assert on_top.tolist() == [pytest.approx(latent.ABNORMAL_FLOOR)]
@@ -166,27 +165,28 @@ def test_a_known_abnormal_beat_is_measured_without_its_own_code() -> None:
     expected = latent.knn_distance(members, known.bank, 1, np.arange(5)) / np.float32(
         score.known_abnormal.reference
     )
-    assert without == pytest.approx(np.maximum(expected, latent.ABNORMAL_FLOOR))
+    assert without == pytest.approx(np.clip(expected, latent.ABNORMAL_FLOOR, 1))
 
 
-def test_known_abnormal_beats_raise_the_scores_of_beats_like_them() -> None:
-    """Two beats with the same error and normal-bank distance: the one near the known abnormal beats
-    scores higher than the one as far from them as a typical held-out normal."""
+def test_known_abnormal_beats_raise_the_scores_of_beats_like_them_and_lower_none() -> None:
+    """Three beats with the same error and normal-bank distance: the one near the known abnormal
+    beats scores higher; one as far from them as a typical normal and one far beyond both keep it."""
     bank, held_out, known = _known_abnormal_setting()
     score = latent.calibrate(bank, held_out, 1, rmse_weight=0.2, known_abnormal=known)
     assert score.known_abnormal is not None
-    near, typical = score.known_abnormal.ratio(np.array([[5.5, 5.5], [0.0, 0.0]], np.float32))
-    errors, distances = np.array([0.1, 0.1]), np.array([1.0, 1.0])
-    fused = latent.fuse(errors, distances, score, abnormal_ratio=np.array([near, typical]))
-    assert near < 1 <= typical + 0.5 and fused[0] > fused[1]
+    codes = np.array([[5.5, 5.5], [-3.0, -3.0], [-300.0, -300.0]], np.float32)
+    ratio = score.known_abnormal.ratio(codes)
+    errors, distances = np.full(3, 0.1), np.ones(3)
+    fused = latent.fuse(errors, distances, score, abnormal_ratio=ratio)
+    unraised = latent.fuse(errors, distances, latent.calibrate(bank, held_out, 1, rmse_weight=0.2))
+    assert ratio[0] < 1 and fused[0] > unraised[0]
+    assert ratio[1:].tolist() == [1, 1] and fused[1:] == pytest.approx(unraised[1:])
 
 
-def test_the_known_abnormal_weight_stays_below_one_half() -> None:
-    """At q = 1/2 the distances' exponents sum to 0: a beat far from everything would no longer score
-    above a normal one."""
+def test_the_known_abnormal_weight_is_a_fraction() -> None:
     from ecg_anomaly.base.errors import ConfigError
     from ecg_anomaly.trainer.presets import PRESETS
 
-    with pytest.raises(ConfigError, match=r"abnormal weight must be in \[0, 0.5\)"):
-        PRESETS["default"].with_overrides(abnormal_weight=0.5)
-    assert PRESETS["default"].with_overrides(abnormal_weight=0.45).abnormal_weight == 0.45
+    with pytest.raises(ConfigError, match=r"abnormal weight must be in \[0, 1\]"):
+        PRESETS["default"].with_overrides(abnormal_weight=1.5)
+    assert PRESETS["default"].with_overrides(abnormal_weight=0.0).abnormal_weight == 0.0

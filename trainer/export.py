@@ -138,7 +138,7 @@ def _fused_score(tf: Any, x: Any, error: Any, codes: Any, latent: fused.LatentSc
     distance to the nearest of them, in TensorFlow."""
     rmse = tf.sqrt(tf.reduce_mean(error * error, axis=1))
     distance = _nearest_distance(tf, codes, latent.bank, latent.neighbours)
-    w_error, w_distance, w_residual, q = fused.exponents(latent)
+    w_error, w_distance, w_residual = fused.exponents(latent)
     rmse_ref, distance_ref = np.float32(latent.rmse_ref), np.float32(latent.distance_ref)
     score = (
         tf.constant(rmse_ref)
@@ -156,23 +156,25 @@ def _fused_score(tf: Any, x: Any, error: Any, codes: Any, latent: fused.LatentSc
     known = latent.known_abnormal
     if known is not None:
         ratio = _nearest_one(tf, codes, known.bank) / tf.constant(np.float32(known.reference))
-        ratio = tf.maximum(ratio, tf.constant(np.float32(fused.ABNORMAL_FLOOR)))
-        score = score / tf.pow(ratio, tf.constant(q))
+        ratio = tf.clip_by_value(
+            ratio, tf.constant(np.float32(fused.ABNORMAL_FLOOR)), tf.constant(np.float32(1))
+        )
+        score = score / tf.pow(ratio, tf.constant(np.float32(known.weight)))
     return score
 
 
 def _nearest_one(tf: Any, codes: Any, bank: np.ndarray) -> Any:
-    """The distance to the nearest row of ``bank``, from the largest 2ab - |b|² (no candidates, no
-    exact recomputation: one reduction where top-k costs onnxruntime a sort per beat). Its float32
-    cancellation matters only near zero, where the known-abnormal ratio is floored."""
+    """The distance to the nearest row of ``bank``: the row with the largest 2ab - |b|² (an arg-max where
+    top-k costs onnxruntime a sort per beat), then the exact distance to it. A ranking error of the
+    float32 shortcut can only pick a row as near as the nearest, to within that shortcut's error."""
     centre = bank.mean(axis=0, dtype=np.float64).astype(np.float32)
     centred_bank = bank - centre
     a = codes - tf.constant(centre)
     closeness = tf.matmul(a, tf.constant(2 * centred_bank.T)) + tf.constant(
         -(centred_bank * centred_bank).sum(axis=1)[None, :]
     )
-    squared = tf.reduce_sum(a * a, axis=1) - tf.reduce_max(closeness, axis=1)
-    return tf.sqrt(tf.maximum(squared, tf.constant(np.float32(0))))
+    offsets = a - tf.gather(tf.constant(centred_bank), tf.argmax(closeness, axis=1))
+    return tf.sqrt(tf.reduce_sum(offsets * offsets, axis=1))
 
 
 def _nearest_distance(tf: Any, codes: Any, bank: np.ndarray, neighbours: int) -> Any:

@@ -22,15 +22,16 @@ graph)::
     score = rmse_ref * (rmse / rmse_ref) ** (w (1 - p)) * (distance / distance_ref) ** ((1 - w)(1 - p))
             * (residual / residual_ref) ** p
 
-With known abnormal beats in the training split, a fourth factor with a negative exponent ``-q``
-(the others' exponents shrink by ``1 - q``): the distance from the beat's code to the nearest code of
-a training abnormal beat, divided by its held-out median (a :class:`KnownAbnormal`). A beat near a
-known abnormal beat scores higher, a normal beat far from them lower. A beat unlike anything seen is
-far from both banks: its distances grow together and its score with them, as ``1 - 2q`` > 0 of their
-scale. On development splits this factor also raised the ROC AUC of each abnormal class held out of
-the bank (docs/model-quality.md)::
+With known abnormal beats in the training split, the score is also raised for a beat close to one
+of them: divided by ``ratio ** q``, where ``ratio`` is the distance from the beat's code to the
+nearest code of a training abnormal beat over its held-out median, clipped to ``[floor, 1]`` (a
+:class:`KnownAbnormal`). A beat at least as far from the known abnormal beats as a typical normal
+beat keeps the score above; a beat like one of them scores up to ``floor ** -q`` times higher. So
+nothing scores lower for being unlike the known abnormal beats, and a beat unlike anything seen
+scores as it did without them. On development splits this also raised the ROC AUC of each abnormal
+class held out of the bank (docs/training.md)::
 
-    score = rmse_ref * (...the three factors above...) ** (1 - q) * (abnormal / abnormal_ref) ** -q
+    score = (...the score above...) / clip(abnormal / abnormal_ref, floor, 1) ** q
 
 This module is numpy only: the reference the exported graph is checked against.
 """
@@ -81,25 +82,25 @@ class Subspace:
 # The known-abnormal distance ratio is floored: a beat whose code duplicates a known abnormal beat's
 # would divide by zero, and near zero the ratio is mostly float32 noise of the codes (onnxruntime's
 # and Keras's differ by about 1e-7 of their size), which its power would amplify. Any beat this close
-# to a known abnormal beat counts as close as it gets (a factor of at most 5 ** q); on development
-# splits the floor changed no ROC AUC in its fourth decimal (the median normal beat sits near 1).
+# to a known abnormal beat counts as close as it gets; on development splits the floor changed no ROC
+# AUC in its fourth decimal (the median normal beat sits at 1).
 ABNORMAL_FLOOR = 0.2
 
 
 @dataclass(frozen=True)
 class KnownAbnormal:
-    """Codes of abnormal beats of the training split, the weight ``q`` of the distance to the nearest of
-    them in the fused score and (``reference``) its held-out median, 0 until calibrated."""
+    """Codes of abnormal beats of the training split, the power ``q`` of the raise for beats close to
+    them, and (``reference``) the held-out median of the distance to the nearest, 0 until calibrated."""
 
     bank: np.ndarray  # float32 [A, D]
     weight: float
     reference: float = 0.0
 
     def ratio(self, codes: np.ndarray, own_row: np.ndarray | None = None) -> np.ndarray:
-        """Distance to the nearest bank code over the reference, floored (float32); ``own_row`` as in
-        :func:`knn_distance`, for abnormal beats that are in the bank themselves."""
+        """Distance to the nearest bank code over the reference, clipped to ``[floor, 1]`` (float32);
+        ``own_row`` as in :func:`knn_distance`, for abnormal beats that are in the bank themselves."""
         distance = knn_distance(codes, self.bank, 1, own_row) / np.float32(self.reference)
-        return np.maximum(distance, np.float32(ABNORMAL_FLOOR))
+        return np.clip(distance, np.float32(ABNORMAL_FLOOR), np.float32(1))
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -189,19 +190,11 @@ def knn_distance(
     return np.mean(np.sqrt(nearest), axis=1).astype(np.float32)
 
 
-def exponents(latent: LatentScore) -> tuple[np.float32, np.float32, np.float32, np.float32]:
-    """The exponents of the error, the distance and the subspace residual (summing to ``1 - q``), and
-    the weight ``q`` of the known-abnormal distance (its exponent is ``-q``)."""
+def exponents(latent: LatentScore) -> tuple[np.float32, np.float32, np.float32]:
+    """The weights of the error, the distance and the subspace residual (summing to 1)."""
     p = 0.0 if latent.subspace is None else latent.subspace.weight
-    q = 0.0 if latent.known_abnormal is None else latent.known_abnormal.weight
     w = latent.rmse_weight
-    rest = 1 - q
-    return (
-        np.float32(w * (1 - p) * rest),
-        np.float32((1 - w) * (1 - p) * rest),
-        np.float32(p * rest),
-        np.float32(q),
-    )
+    return np.float32(w * (1 - p)), np.float32((1 - w) * (1 - p)), np.float32(p)
 
 
 def fuse(
@@ -213,7 +206,7 @@ def fuse(
 ) -> np.ndarray:
     """The fused score (see the module docstring); ``normalised`` beats are needed with a subspace,
     ``abnormal_ratio`` (:meth:`KnownAbnormal.ratio`) with known abnormal beats."""
-    w_error, w_distance, w_residual, q = exponents(latent)
+    w_error, w_distance, w_residual = exponents(latent)
     ratio_error = np.asarray(rmse_values, np.float32) / np.float32(latent.rmse_ref)
     ratio_distance = np.asarray(distances, np.float32) / np.float32(latent.distance_ref)
     score = np.float32(latent.rmse_ref) * ratio_error**w_error * ratio_distance**w_distance
@@ -225,7 +218,7 @@ def fuse(
     if latent.known_abnormal is not None:
         if abnormal_ratio is None:
             raise ValueError("a fused score with known abnormal beats needs their distance ratio")
-        score = score / np.asarray(abnormal_ratio, np.float32) ** q
+        score = score / np.asarray(abnormal_ratio, np.float32) ** np.float32(latent.known_abnormal.weight)
     return score
 
 

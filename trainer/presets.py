@@ -64,9 +64,8 @@ class TrainConfig:
     # ...only when the model fits fewer normal beats than this: with thousands the autoencoder and the
     # nearest normals do better alone (measured on development splits, docs/training.md)
     subspace_max_rows: int = 1000
-    # fused: the weight q of a fourth factor with a negative exponent, the distance from the beat's code to
-    # the nearest code of a known abnormal beat of the training split (trainer/latent.py); 0 = off. Below
-    # 0.5, so that a beat far from everything still scores far above a normal one.
+    # fused: the power q of the raise for beats close to a known abnormal beat of the training split
+    # (trainer/latent.py); 0 = off
     abnormal_weight: float = 0.0
     abnormal_bank_size: int = 256  # at most this many abnormal beats' codes travel in the graph
     abnormal_min_rows: int = 20  # ...and only when the training split has at least this many
@@ -110,9 +109,9 @@ class TrainConfig:
                 raise ConfigError("neighbours must be at least 1 and at most the bank size")
             if not 0.0 <= self.rmse_weight <= 1.0:
                 raise ConfigError(f"rmse weight must be in [0, 1], got {self.rmse_weight}")
-            if not 0.0 <= self.abnormal_weight < 0.5 or self.abnormal_bank_size < 1:
+            if not 0.0 <= self.abnormal_weight <= 1.0 or self.abnormal_bank_size < 1:
                 raise ConfigError(
-                    f"abnormal weight must be in [0, 0.5) and its bank size at least 1, got "
+                    f"abnormal weight must be in [0, 1] and its bank size at least 1, got "
                     f"{self.abnormal_weight} and {self.abnormal_bank_size}"
                 )
             if not 0.0 <= self.subspace_weight < 1.0 or self.subspace_components < 1:
@@ -154,7 +153,7 @@ PRESETS: dict[str, TrainConfig] = {
     "tutorial": TrainConfig(preset="tutorial", encoder=(32, 16), embedding=8),
     # Ours (docs/model-quality.md has the measurements behind each choice): a convolutional autoencoder
     # whose code space carries the score (the distance to the nearest training normal, fused with the
-    # reconstruction error and divided by a power of the distance to the nearest known abnormal beat);
+    # reconstruction error, and raised for beats close to a known abnormal beat of the training split);
     # at least 3,000 gradient steps with early stopping on held-out training normals; the threshold with
     # the best F1 on kernel-smoothed validation errors, with its uncertainty.
     "default": TrainConfig(
@@ -171,7 +170,7 @@ PRESETS: dict[str, TrainConfig] = {
         threshold_params={},
         score="fused",
         subspace_weight=1 / 3,
-        abnormal_weight=0.3,
+        abnormal_weight=0.6,
     ),
     # Seconds to train; for tests and the worker's test artifact, not for use. The default's scoring and
     # threshold policy, so the tests exercise them.
@@ -192,7 +191,7 @@ PRESETS: dict[str, TrainConfig] = {
         score="fused",
         bank_size=256,
         subspace_weight=1 / 3,
-        abnormal_weight=0.3,
+        abnormal_weight=0.6,
         abnormal_bank_size=64,
     ),
 }
