@@ -9,12 +9,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
 import orjson
 import pytest
 
 from ecg_anomaly.schemas.artifact import ArtifactError
-from ecg_anomaly.worker.model import ModelReloader, load_model
+from ecg_anomaly.worker.model import CALL_ROWS, ModelReloader, load_model
 from tests.support.artifact import build_small_artifact, load_test_split
 from tests.support.broker import REPO
 from tests.support.worker import (
@@ -57,6 +58,29 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         env=env_without_worker_settings(),
     )
+
+
+def test_a_large_batch_is_scored_in_calls_of_bounded_size(model_path: Path) -> None:
+    """onnxruntime keeps the largest intermediates it has needed, so a batch is scored in calls of at
+    most CALL_ROWS beats; the scores are the same as one call's."""
+    model = load_model(model_path)
+    beats, _ = load_test_split()
+    whole, whole_errors = model.session.run(["score", "sample_error"], {"beats": beats})
+    sizes: list[int] = []
+    run = model.session.run
+
+    class Counting:
+        def run(self, outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            sizes.append(len(feed["beats"]))
+            return run(outputs, feed)
+
+    model.session = Counting()  # type: ignore[assignment]
+    for n in (1, CALL_ROWS, CALL_ROWS + 1, len(beats)):
+        sizes.clear()
+        scored = model.score(beats[:n])
+        assert max(sizes) <= CALL_ROWS and sum(sizes) == n
+        assert np.allclose(scored.score, whole[:n], rtol=1e-5, atol=1e-7)
+        assert np.allclose(scored.sample_error, whole_errors[:n], rtol=1e-5, atol=1e-7)
 
 
 def test_bad_model_file_stops_start_up(tmp_path: Path) -> None:
