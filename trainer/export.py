@@ -78,10 +78,7 @@ class KerasScorer:
             return Scored(np.mean(error, axis=1), error, x, reconstruction)
         reconstruction, codes = self._both().predict(x, batch_size=1024, verbose=0)
         error = np.abs(reconstruction - x)
-        distance = fused.knn_distance(codes, self.latent.bank, self.latent.neighbours, own_row)
-        known = self.latent.known_abnormal
-        ratio = None if known is None else known.ratio(codes, abnormal_row)
-        scores = fused.fuse(fused.rmse(error), distance, self.latent, x, ratio)
+        scores = fused.Beats(error, codes, own_row, x, abnormal_row).scores(self.latent)
         return Scored(scores, error, x, reconstruction)
 
     def _both(self) -> Any:
@@ -167,35 +164,34 @@ def _nearest_one(tf: Any, codes: Any, bank: np.ndarray) -> Any:
     """The distance to the nearest row of ``bank``: the row with the largest 2ab - |b|² (an arg-max where
     top-k costs onnxruntime a sort per beat), then the exact distance to it. A ranking error of the
     float32 shortcut can only pick a row as near as the nearest, to within that shortcut's error."""
-    centre = bank.mean(axis=0, dtype=np.float64).astype(np.float32)
-    centred_bank = bank - centre
-    a = codes - tf.constant(centre)
-    closeness = tf.matmul(a, tf.constant(2 * centred_bank.T)) + tf.constant(
-        -(centred_bank * centred_bank).sum(axis=1)[None, :]
-    )
+    a, centred_bank, closeness = _closeness(tf, codes, bank)
     offsets = a - tf.gather(tf.constant(centred_bank), tf.argmax(closeness, axis=1))
     return tf.sqrt(tf.reduce_sum(offsets * offsets, axis=1))
 
 
 def _nearest_distance(tf: Any, codes: Any, bank: np.ndarray, neighbours: int) -> Any:
-    """:func:`ecg_anomaly.trainer.latent.knn_distance` (without left-out rows) in TensorFlow.
-
-    Candidates first, ranked by 2ab - |b|² (|a - b|² less |a|², which is the same for every row of the
-    bank): one matrix product and one addition over [N, bank]. Centred on the bank's mean, which
-    leaves distances alone and shrinks the float32 cancellation. Then exact distances to those.
-    """
-    centre = bank.mean(axis=0, dtype=np.float64).astype(np.float32)
-    centred_bank = bank - centre
-    a = codes - tf.constant(centre)
-    closeness = tf.matmul(a, tf.constant(2 * centred_bank.T)) + tf.constant(
-        -(centred_bank * centred_bank).sum(axis=1)[None, :]
-    )
+    """:func:`ecg_anomaly.trainer.latent.knn_distance` (without left-out rows) in TensorFlow: the
+    candidates ranked by :func:`_closeness`, then exact distances to them."""
+    a, centred_bank, closeness = _closeness(tf, codes, bank)
     candidates = min(bank.shape[0], neighbours + fused.EXTRA_CANDIDATES)
     rows = tf.math.top_k(closeness, k=candidates).indices
     offsets = a[:, None, :] - tf.gather(tf.constant(centred_bank), rows)  # [N, candidates, D]: exact
     exact = tf.reduce_sum(offsets * offsets, axis=2)
     nearest = -tf.math.top_k(-exact, k=neighbours).values
     return tf.reduce_mean(tf.sqrt(nearest), axis=1)
+
+
+def _closeness(tf: Any, codes: Any, bank: np.ndarray) -> tuple[Any, np.ndarray, Any]:
+    """``(codes, bank, 2ab - |b|²)``, codes and bank centred on the bank's mean: the ranking of the bank
+    by distance (|a - b|² less |a|², the same for every row) in one matrix product and one addition
+    over [N, bank]. Centring leaves distances alone and shrinks the float32 cancellation."""
+    centre = bank.mean(axis=0, dtype=np.float64).astype(np.float32)
+    centred_bank = bank - centre
+    a = codes - tf.constant(centre)
+    closeness = tf.matmul(a, tf.constant(2 * centred_bank.T)) + tf.constant(
+        -(centred_bank * centred_bank).sum(axis=1)[None, :]
+    )
+    return a, centred_bank, closeness
 
 
 def _check_names(proto: Any) -> None:
