@@ -51,9 +51,11 @@ def test_onnx_matches_keras_on_the_test_split(artifact: Path) -> None:
     assert model.metadata.metrics["onnx_keras_max_abs_diff"] <= PARITY_TOLERANCE
 
 
-def test_onnx_nearest_normals_match_the_exact_reference() -> None:
+@pytest.mark.parametrize("neighbours", [1, 2])
+def test_onnx_nearest_normals_match_the_exact_reference(neighbours: int) -> None:
     """The graph's k-NN (float32 ranking, exact recomputation) against the float64 reference, on codes
-    far from the origin where the float32 shortcut alone is off by far more than the tolerance."""
+    far from the origin where the float32 shortcut alone is off by far more than the tolerance. The
+    nearest one alone (k = 1) is an arg-max: no top-k in the graph."""
     import keras
 
     rng = np.random.default_rng(0)
@@ -64,11 +66,13 @@ def test_onnx_nearest_normals_match_the_exact_reference() -> None:
     )
     model = keras.Model(inputs, keras.layers.Dense(140, activation="sigmoid")(codes))
     model.get_layer("embedding").bias.assign(bank[7] + 0.003)
-    latent = LatentScore(bank, neighbours=2, rmse_weight=0.0, rmse_ref=1.0, distance_ref=1.0)
+    latent = LatentScore(bank, neighbours=neighbours, rmse_weight=0.0, rmse_ref=1.0, distance_ref=1.0)
     scorer = KerasScorer(model, -1.0, 1.0, "fused", latent)
     from ecg_anomaly.trainer.export import to_onnx
 
-    session = ScoringModel.load(_with_test_metadata(to_onnx(scorer, 140), latent))
+    proto = to_onnx(scorer, 140)
+    assert any(n.op_type == "TopK" for n in proto.graph.node) == (neighbours > 1)
+    session = ScoringModel.load(_with_test_metadata(proto, latent))
     beats = rng.normal(0, 1, (5, 140)).astype(np.float32)
     onnx_scores, _ = session.score(beats)
     check_parity(onnx_scores, scorer(beats).scores)
@@ -163,6 +167,16 @@ def test_graph_contract_and_dynamic_batch(artifact: Path) -> None:
         part, errors = model.score(beats[:n])
         assert part.shape == (n,) and errors.shape == (n, 140)
         assert np.allclose(part, full[:n], atol=1e-7)
+
+
+def test_the_convolutions_carry_their_bias_and_relu(artifact: Path) -> None:
+    """The tiny preset's Conv1D layers as single Conv nodes (conv_fusion), not Conv → Squeeze → Add."""
+    graph = onnx.load(artifact).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == len(PRESETS["tiny"].conv_channels)
+    assert all(len(n.input) == 3 for n in convs)
+    readers = {name: n.op_type for n in graph.node for name in n.input}
+    assert [readers[n.output[0]] for n in convs] == ["Relu"] * len(convs)
 
 
 def test_normalisation_is_inside_the_graph(artifact: Path) -> None:

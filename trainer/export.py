@@ -6,6 +6,9 @@ dynamic batch dimension. ``tf2onnx.convert.from_keras`` fails on Keras 3, so a `
 calls the model is converted instead. :class:`KerasScorer` computes the same thing with Keras and
 numpy: the reference the graph must match.
 
+The convolutions' biases and ReLUs are then folded into their ``Conv`` nodes
+(:mod:`ecg_anomaly.trainer.conv_fusion`), which tf2onnx leaves apart.
+
 Normalised values are clipped to ±:data:`CLIP` first. A legal float32 beat far outside the training
 range (3e38) would otherwise overflow inside the network to infinity and then NaN, and ``NaN >
 threshold`` is false: such a beat would be called normal. Clipped, it scores far above any
@@ -23,6 +26,7 @@ import numpy as np
 
 from ecg_anomaly.schemas.artifact import INPUT_NAME, SAMPLE_ERROR_OUTPUT, SCORE_OUTPUT, encode_metadata
 from ecg_anomaly.trainer import latent as fused
+from ecg_anomaly.trainer.conv_fusion import fold_conv_bias
 from ecg_anomaly.trainer.errors import ExportError
 from ecg_anomaly.trainer.scoring import ScoringModel
 
@@ -126,7 +130,7 @@ def to_onnx(scorer: KerasScorer, input_length: int) -> Any:
     except Exception as exc:  # tf2onnx raises assorted exception types
         raise ExportError(f"ONNX conversion failed: {exc}") from exc
     _check_names(proto)
-    return proto
+    return fold_conv_bias(proto)
 
 
 def _fused_score(tf: Any, x: Any, error: Any, codes: Any, latent: fused.LatentScore) -> Any:
@@ -134,7 +138,11 @@ def _fused_score(tf: Any, x: Any, error: Any, codes: Any, latent: fused.LatentSc
     subspace) the residual of the normalised beats ``x`` outside it and (with known abnormal beats) the
     distance to the nearest of them, in TensorFlow."""
     rmse = tf.sqrt(tf.reduce_mean(error * error, axis=1))
-    distance = _nearest_distance(tf, codes, latent.bank, latent.neighbours)
+    distance = (
+        _nearest_one(tf, codes, latent.bank)
+        if latent.neighbours == 1
+        else _nearest_distance(tf, codes, latent.bank, latent.neighbours)
+    )
     w_error, w_distance, w_residual = fused.exponents(latent)
     rmse_ref, distance_ref = np.float32(latent.rmse_ref), np.float32(latent.distance_ref)
     score = (
