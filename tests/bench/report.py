@@ -248,8 +248,9 @@ def _episode_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """This build against ``--baseline-python``'s, where both ran (same feeds, same rounds)."""
-    if "baseline_python" not in r:
+    """This build and model against ``--baseline-python``'s build and ``--baseline-model``'s model,
+    where both ran (same feeds, same rounds)."""
+    if "baseline_python" not in r and "baseline_model" not in r:
         return []
     rows = []
     for kind in ("json", "binary", "json_normal_only", "binary_normal_only"):
@@ -298,7 +299,10 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "",
             )
         )
-    rows.append(("baseline", str(r["baseline_python"]), "another build's worker, run in the same rounds"))
+    if "baseline_python" in r:
+        rows.append(("baseline", str(r["baseline_python"]), "another build's worker, run in the same rounds"))
+    if "baseline_model" in r:
+        rows.append(("baseline model", str(r["baseline_model"]), "another artifact, in the same rounds"))
     return rows
 
 

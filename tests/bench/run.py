@@ -160,6 +160,13 @@ def main() -> None:
         "is measured before and after in one run (rows 'baseline')",
     )
     parser.add_argument(
+        "--baseline-model",
+        type=Path,
+        help="another artifact (model.onnx): the worker scoring with it runs interleaved with this one in "
+        "the throughput, latency and ready parts (rows 'baseline'; with --baseline-python, that build scores "
+        "with it)",
+    )
+    parser.add_argument(
         "--tls",
         action="store_true",
         help="a secured broker; throughput and latency also over its SASL_SSL listener (rows tls_*)",
@@ -190,6 +197,10 @@ def main() -> None:
     baseline = {"python": args.baseline_python} if args.baseline_python else {}
     if baseline:
         results["baseline_python"] = args.baseline_python
+    compare = bool(baseline) or args.baseline_model is not None
+    other = model if args.baseline_model is None else _model(args.baseline_model)  # the baseline's
+    if args.baseline_model is not None:
+        results["baseline_model"] = str(other)
     with ExitStack() as stack:
         broker: LocalBroker | None = None
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
@@ -243,12 +254,12 @@ def main() -> None:
                             logs,
                             **tls.flags,
                         )
-                    if baseline:
+                    if compare:
                         part(
                             f"baseline_{kind}",
                             wt.throughput,
                             bootstrap,
-                            model,
+                            other,
                             admin,
                             feeds[kind],
                             logs,
@@ -256,12 +267,12 @@ def main() -> None:
                         )
                 for kind in ("json_normal_only", "binary_normal_only"):
                     part(f"worker_{kind}", wt.throughput, bootstrap, model, admin, feeds[kind], logs)
-                    if baseline:
+                    if compare:
                         part(
                             f"baseline_{kind}",
                             wt.throughput,
                             bootstrap,
-                            model,
+                            other,
                             admin,
                             feeds[kind],
                             logs,
@@ -300,9 +311,9 @@ def main() -> None:
                         client=tls.client,
                         **tls.flags,
                     )
-                if baseline:
+                if compare:
                     part(
-                        "baseline_latency", wt.latency, bootstrap, model, admin, beats, *lat, None, **baseline
+                        "baseline_latency", wt.latency, bootstrap, other, admin, beats, *lat, None, **baseline
                     )
         if "episode_rules" in args.only:
             part("episode_rules", run_module, "tests.bench.episode_rules", "--model", str(model))
@@ -318,8 +329,8 @@ def main() -> None:
             part("episode_restore", ep.restore, bootstrap, model, admin, logs, episode_sources)
         if "ready" in args.only:
             part("time_to_ready", wt.time_to_ready, bootstrap, model, admin, 3, logs)
-            if baseline:
-                part("baseline_time_to_ready", wt.time_to_ready, bootstrap, model, admin, 3, logs, **baseline)
+            if compare:
+                part("baseline_time_to_ready", wt.time_to_ready, bootstrap, other, admin, 3, logs, **baseline)
     results["load_avg_at_end"] = _load()
     args.out.write_text(json.dumps(results, indent=2))
     print(table(results))
