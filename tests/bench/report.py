@@ -253,6 +253,7 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     if "baseline_python" not in r and "baseline_model" not in r:
         return []
     rows = []
+    this = "this build" if "baseline_python" in r else "this model"  # what differs from the baseline
     for kind in ("json", "binary", "json_normal_only", "binary_normal_only"):
         now, before = r.get(f"worker_{kind}"), r.get(f"baseline_{kind}")
         ceiling_part = f"passthrough_{kind.removesuffix('_normal_only')}"
@@ -261,7 +262,7 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             c, name = ceiling["beats_per_s"], kind.replace("_", " ")
             rows.append(
                 (
-                    f"{name} beats/s, this build vs baseline ({now['anomaly_share']:.0%} flagged)",
+                    f"{name} beats/s, {this} vs baseline ({now['anomaly_share']:.0%} flagged)",
                     f"{_n(now['beats_per_s'])} vs {_n(before['beats_per_s'])}; "
                     f"CPU {now['cpu_us_per_beat']} vs {before['cpu_us_per_beat']} us/beat",
                     f"{_against_goal(now['beats_per_s'], c)} vs {_against_goal(before['beats_per_s'], c)} "
@@ -273,7 +274,7 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     if now and before:
         rows.append(
             (
-                "latency p99 at the same rate, this build vs baseline (ms)",
+                f"latency p99 at the same rate, {this} vs baseline (ms)",
                 f"reader {now['p99_ms']} vs {before['p99_ms']}; worker histogram "
                 f"{now['worker_histogram_p99_ms']} vs {before['worker_histogram_p99_ms']}",
                 "every run: "
@@ -285,7 +286,7 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     if (mine := _runs(r, "worker_")) and (theirs := _runs(r, "baseline_")):
         rows.append(
             (
-                "resident memory, this build vs baseline (MB)",
+                f"resident memory, {this} vs baseline (MB)",
                 f"peak {max(x['peak_rss_mb'] for x in mine)} vs {max(x['peak_rss_mb'] for x in theirs)}",
                 "VmHWM over every drain",
             )
@@ -294,7 +295,7 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     if now and before:
         rows.append(
             (
-                "time to ready, this build vs baseline (s)",
+                f"time to ready, {this} vs baseline (s)",
                 f"median {now['median_s']} vs {before['median_s']}",
                 "",
             )
