@@ -59,7 +59,7 @@ def test_biases_and_relus_move_into_the_convolutions_with_the_same_values() -> N
     np.testing.assert_allclose(_run(folded, x), before, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(1, 5, 6), (6,)])  # per position, not per channel
+@pytest.mark.parametrize("shape", [(1, 5, 6), (6,), (5, 1)])  # per position; a rank the fold does not check
 def test_a_bias_that_is_not_per_channel_is_left_where_it_is(shape: tuple[int, ...]) -> None:
     bias = np.random.default_rng(3).normal(0, 1, shape).astype(np.float32)
     model = _conv1d_graph(bias)

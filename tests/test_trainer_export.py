@@ -66,7 +66,8 @@ def test_onnx_nearest_normals_match_the_exact_reference(neighbours: int) -> None
     )
     model = keras.Model(inputs, keras.layers.Dense(140, activation="sigmoid")(codes))
     model.get_layer("embedding").bias.assign(bank[7] + 0.003)
-    latent = LatentScore(bank, neighbours=neighbours, rmse_weight=0.0, rmse_ref=1.0, distance_ref=1.0)
+    # distance_ref 0.01: the score is the distance in hundredths, well above the distance floor
+    latent = LatentScore(bank, neighbours=neighbours, rmse_weight=0.0, rmse_ref=1.0, distance_ref=0.01)
     scorer = KerasScorer(model, -1.0, 1.0, "fused", latent)
     from ecg_anomaly.trainer.export import to_onnx
 
@@ -76,7 +77,37 @@ def test_onnx_nearest_normals_match_the_exact_reference(neighbours: int) -> None
     beats = rng.normal(0, 1, (5, 140)).astype(np.float32)
     onnx_scores, _ = session.score(beats)
     check_parity(onnx_scores, scorer(beats).scores)
-    assert onnx_scores[0] < 0.05  # every beat has the same code, next to bank row 7
+    assert onnx_scores[0] < 5  # every beat has the same code, next to bank row 7 (under 0.05 away)
+
+
+@pytest.mark.parametrize("offset", [0.0, 5e-4])
+def test_a_beat_on_a_normal_code_scores_the_floor_in_the_graph_too(offset: float) -> None:
+    """k = 1 against the reference for a beat whose code duplicates a bank code (offset 0) or lies
+    between two bank codes 1e-3 apart, far from the origin: where the arg-max's float32 ranking cannot
+    tell them apart, both score the distance floor."""
+    import keras
+
+    from ecg_anomaly.trainer.export import to_onnx
+    from ecg_anomaly.trainer.latent import DISTANCE_FLOOR, rmse
+
+    rng = np.random.default_rng(3)
+    bank = (50 + rng.normal(0, 0.01, (300, 8))).astype(np.float32)
+    bank[8] = bank[7] + np.float32(1e-3) * np.eye(8, dtype=np.float32)[0]
+    inputs = keras.Input((140,))
+    codes = keras.layers.Dense(8, name="embedding", kernel_initializer="zeros", bias_initializer="zeros")(
+        inputs
+    )
+    model = keras.Model(inputs, keras.layers.Dense(140, activation="sigmoid")(codes))
+    model.get_layer("embedding").bias.assign(bank[7] + np.float32(offset) * np.eye(8, dtype=np.float32)[0])
+    latent = LatentScore(bank, neighbours=1, rmse_weight=0.2, rmse_ref=1.0, distance_ref=1.0)
+    scorer = KerasScorer(model, -1.0, 1.0, "fused", latent)
+    session = ScoringModel.load(_with_test_metadata(to_onnx(scorer, 140), latent))
+    beats = rng.normal(0, 1, (4, 140)).astype(np.float32)
+    onnx_scores, _ = session.score(beats)
+    reference = scorer(beats)
+    check_parity(onnx_scores, reference.scores)
+    expected = rmse(reference.sample_error) ** np.float32(0.2) * np.float32(DISTANCE_FLOOR) ** np.float32(0.8)
+    np.testing.assert_allclose(reference.scores, expected, rtol=1e-5)
 
 
 def test_onnx_subspace_factor_matches_the_reference() -> None:

@@ -55,6 +55,16 @@ def test_fusion_is_a_weighted_geometric_mean_in_error_units() -> None:
     assert latent.fuse(np.array([0.07]), np.array([9.0]), plain)[0] == pytest.approx(0.07)
 
 
+def test_a_beat_on_top_of_a_training_normal_scores_the_distance_floor_not_zero() -> None:
+    score = latent.LatentScore(np.zeros((2, 3), np.float32), 1, 0.25, rmse_ref=0.02, distance_ref=0.5)
+    floor = 0.02 * latent.DISTANCE_FLOOR**0.75
+    fused = latent.fuse(
+        np.array([0.02, 0.02, 0.02]), np.array([0.0, 1e-6, 0.5 * latent.DISTANCE_FLOOR]), score
+    )
+    assert fused == pytest.approx([floor, floor, floor])
+    assert score.metadata()["distance_floor"] == latent.DISTANCE_FLOOR
+
+
 def test_calibration_uses_held_out_medians_and_refuses_a_degenerate_one() -> None:
     bank = np.array([[0.0], [10.0]], dtype=np.float32)
     errors = np.array([[0.1, 0.1], [0.2, 0.2], [0.3, 0.3]], dtype=np.float32)

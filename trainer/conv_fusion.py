@@ -42,15 +42,18 @@ def _fold_one(nodes: list[Any], outputs: set[str], constants: dict[str, Any], co
     from onnx import numpy_helper
 
     squeeze = _only_consumer(nodes, outputs, conv.output[0], "Squeeze")
-    add = None if squeeze is None else _only_consumer(nodes, outputs, squeeze.output[0], "Add")
-    if squeeze is None or add is None:
+    if squeeze is None or len(squeeze.input) != 2:  # opset 13+: the axes are an input
+        return None
+    add = _only_consumer(nodes, outputs, squeeze.output[0], "Add")
+    if add is None:
         return None
     bias_name = add.input[1] if add.input[0] == squeeze.output[0] else add.input[0]
     axes, weights, bias = (_array(constants, name) for name in (squeeze.input[1], conv.input[1], bias_name))
     if axes is None or weights is None or bias is None:
         return None
-    channels = weights.shape[0]
-    if bias.shape != (1, channels, 1) or min(axes.tolist()) < 2:  # per channel, channels kept at axis 1
+    channels, squeezed = weights.shape[0], axes.ravel().tolist()
+    per_channel = bias.shape == (1, channels, 1) and weights.ndim - len(squeezed) == bias.ndim
+    if not per_channel or not squeezed or min(squeezed) < 2:  # channels stay at axis 1 of the result
         return None
     relu = _only_consumer(nodes, outputs, add.output[0], "Relu")
     result = (relu or add).output[0]  # what the rest of the graph reads, now from the Squeeze

@@ -148,7 +148,10 @@ def _fused_score(tf: Any, x: Any, error: Any, codes: Any, latent: fused.LatentSc
     score = (
         tf.constant(rmse_ref)
         * tf.pow(rmse / tf.constant(rmse_ref), tf.constant(w_error))
-        * tf.pow(distance / tf.constant(distance_ref), tf.constant(w_distance))
+        * tf.pow(
+            tf.maximum(distance / tf.constant(distance_ref), tf.constant(np.float32(fused.DISTANCE_FLOOR))),
+            tf.constant(w_distance),
+        )
     )
     subspace = latent.subspace
     if subspace is not None:
@@ -171,7 +174,9 @@ def _fused_score(tf: Any, x: Any, error: Any, codes: Any, latent: fused.LatentSc
 def _nearest_one(tf: Any, codes: Any, bank: np.ndarray) -> Any:
     """The distance to the nearest row of ``bank``: the row with the largest 2ab - |b|² (an arg-max where
     top-k costs onnxruntime a sort per beat), then the exact distance to it. A ranking error of the
-    float32 shortcut can only pick a row as near as the nearest, to within that shortcut's error."""
+    float32 shortcut can only pick a row whose squared distance exceeds the nearest's by that error;
+    close to zero, where this matters, the score's floors take over (``DISTANCE_FLOOR``,
+    ``ABNORMAL_FLOOR``)."""
     a, centred_bank, closeness = _closeness(tf, codes, bank)
     offsets = a - tf.gather(tf.constant(centred_bank), tf.argmax(closeness, axis=1))
     return tf.sqrt(tf.reduce_sum(offsets * offsets, axis=1))

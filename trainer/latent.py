@@ -11,7 +11,8 @@ beats, and scaled back to the units of the reconstruction error::
     score = rmse_ref * (rmse / rmse_ref) ** w * (distance / distance_ref) ** (1 - w)
 
 so a typical normal beat scores about ``rmse_ref`` (a root-mean-square error in normalised
-units, the scale the worker's histograms expect) and ``w`` = 1 is the plain error.
+units, the scale the worker's histograms expect) and ``w`` = 1 is the plain error. The distance
+ratio is floored at :data:`DISTANCE_FLOOR` (written ``distance / distance_ref`` below as above).
 
 Optionally a third factor joins with weight ``p`` (the others' weights shrink by ``1 - p``): the
 residual of the normalised beat outside the first few principal components of the fitted normal
@@ -86,6 +87,13 @@ class Subspace:
 # AUC in its fourth decimal (the median normal beat sits at 1).
 ABNORMAL_FLOOR = 0.2
 
+# The distance to the training normals over its reference is floored too, for the same reasons: with
+# k = 1 a beat whose code duplicates a bank code would score 0, and near zero the ratio is float32
+# noise (the graph's arg-max may pick, between two bank codes nearer each other than its shortcut's
+# error, the other one). A beat within a twentieth of the median normal beat's distance is as normal
+# as the score can tell; no threshold comes near such scores.
+DISTANCE_FLOOR = 0.05
+
 
 @dataclass(frozen=True)
 class KnownAbnormal:
@@ -132,6 +140,7 @@ class LatentScore:
                 "rmse_weight": self.rmse_weight,
                 "rmse_ref": self.rmse_ref,
                 "distance_ref": self.distance_ref,
+                "distance_floor": DISTANCE_FLOOR,
                 "bank_size": int(self.bank.shape[0]),
                 "code_size": int(self.bank.shape[1]),
                 "neighbours_validation_roc_auc": self.selection,
@@ -208,7 +217,9 @@ def fuse(
     ``abnormal_ratio`` (:meth:`KnownAbnormal.ratio`) with known abnormal beats."""
     w_error, w_distance, w_residual = exponents(latent)
     ratio_error = np.asarray(rmse_values, np.float32) / np.float32(latent.rmse_ref)
-    ratio_distance = np.asarray(distances, np.float32) / np.float32(latent.distance_ref)
+    ratio_distance = np.maximum(
+        np.asarray(distances, np.float32) / np.float32(latent.distance_ref), np.float32(DISTANCE_FLOOR)
+    )
     score = np.float32(latent.rmse_ref) * ratio_error**w_error * ratio_distance**w_distance
     if latent.subspace is not None:
         if normalised is None:
