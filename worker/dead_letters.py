@@ -39,7 +39,7 @@ class DeadLetters:
         why = []
         if not limits.fits(size):
             why.append("size")
-        if not limits.accepts_timestamp(full.timestamp_ms or 0, now_ms):
+        if not limits.accepts_timestamp(full.timestamp_ms, now_ms):
             why.append("timestamp")
         if not why:
             return full, None
@@ -49,7 +49,7 @@ class DeadLetters:
     def full(self, reject: Reject, now_ms: int) -> OutRecord:
         record = reject.record
         headers = [*(record.headers or ()), *self._headers(reject, now_ms, reject.message)]
-        return OutRecord(self.topic, record.key, record.value, headers, record.timestamp)
+        return OutRecord(self.topic, record.key, record.value, headers, max(record.timestamp, 0))
 
     def reduced(self, reject: Reject, limits: TopicLimits, now_ms: int, cause: str) -> OutRecord:
         """What fits: our headers always, then the key, the input's headers and the value, cut as needed."""

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
+from itertools import repeat, starmap
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Producer
@@ -79,27 +81,36 @@ class Delivery(Protocol):
 def send(producer: Producer, records: list[OutRecord], on_delivery: Callable[..., None]) -> None:
     """Hand every record to the producer; a full local queue waits for acknowledgements.
 
-    Raises ``KafkaException`` for a record the client refuses at once, with how many were handed over
-    in ``args[1]``.
+    One ``produce`` call per record with its arguments by position, driven by ``starmap``: no
+    bytecode runs per record (the order is confluent-kafka's: topic, value, key, partition,
+    callback, on_delivery, timestamp, headers; the tests read every field back through another
+    client). Raises ``KafkaException`` for a record the client refuses at once, with how many were
+    handed over in ``args[1]``.
     """
-    produce = producer.produce
-    for i, r in enumerate(records):
-        while True:
-            try:
-                produce(
-                    r.topic,
-                    r.value,
-                    r.key,
-                    partition=r.partition,
-                    headers=r.headers,
-                    timestamp=max(r.timestamp_ms or 0, 0),  # 0: now (events, scores)
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
-            except KafkaException as exc:
-                raise KafkaException(exc.args[0], i) from exc
+    if not records:
+        return
+    topics, keys, values, headers, stamps, partitions = zip(*records, strict=True)
+    total, done = len(records), 0
+    while True:
+        left = iter(values[done:])  # how far the client got: it takes one value per record
+        calls = zip(
+            topics[done:],
+            left,
+            keys[done:],
+            partitions[done:],
+            repeat(on_delivery),
+            repeat(None),
+            stamps[done:],
+            headers[done:],
+        )
+        try:
+            deque(starmap(producer.produce, calls), 0)  # consumed in C, nothing kept
+            return
+        except BufferError:
+            done = total - left.__length_hint__() - 1
+            producer.poll(0.05)
+        except KafkaException as exc:
+            raise KafkaException(exc.args[0], total - left.__length_hint__() - 1) from exc
 
 
 def failure_message(error: Any, refused: dict[str, Any] | None) -> str:

@@ -46,7 +46,7 @@ class OutRecord(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
-    timestamp_ms: int | None = None  # None: the producer stamps it
+    timestamp_ms: int = 0  # 0: the producer stamps it
     partition: int = -1  # -1: the partitioner picks it (by key); the episode changelog names its own
 
 
@@ -175,6 +175,6 @@ def _records(
     """The output records, keyed by source id (``tuple.__new__`` in C: a named tuple's own
     constructor is a Python call per record)."""
     fields = zip(
-        repeat(topic), [s.encode() for s in source_ids], documents, repeat(headers), repeat(None), repeat(-1)
+        repeat(topic), [s.encode() for s in source_ids], documents, repeat(headers), repeat(0), repeat(-1)
     )
     return list(map(partial(tuple.__new__, OutRecord), fields))

@@ -59,15 +59,15 @@ class ChangelogWriter:
                 if key == CLOCK_KEY:
                     clock = value
                     continue
-                out.append(OutRecord(topic, key, value, [], None, p))
+                out.append(OutRecord(topic, key, value, [], 0, p))
                 deletable.discard(key)  # superseded; an empty again becomes deletable once acknowledged
                 if empty:
                     empties.add(key)
             if clock is not None:
-                out.append(OutRecord(topic, CLOCK_KEY, clock, [], None, p))
+                out.append(OutRecord(topic, CLOCK_KEY, clock, [], 0, p))
             if deletable:
                 gone = written.tombstones[p] = set(deletable)
-                out.extend(OutRecord(topic, key, None, [], None, p) for key in sorted(gone))
+                out.extend(OutRecord(topic, key, None, [], 0, p) for key in sorted(gone))
         return out, written
 
     def acknowledged(self, written: Written) -> None:
