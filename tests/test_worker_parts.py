@@ -29,7 +29,14 @@ from ecg_anomaly.worker.loop import publish_in_order
 from ecg_anomaly.worker.metrics import WorkerMetrics, observe_many
 from ecg_anomaly.worker.model import load_model
 from ecg_anomaly.worker.outputs import OutputBuilder
-from ecg_anomaly.worker.pipeline import SCORE_AHEAD_FROM, ScoredBatch, ScoringPipeline
+from ecg_anomaly.worker.pipeline import (
+    GIL_SWITCH_INTERVAL_S,
+    SCORE_AHEAD,
+    SCORE_AHEAD_FROM,
+    BatchFailed,
+    ScoredBatch,
+    ScoringPipeline,
+)
 from ecg_anomaly.worker.rebalance import Rebalance
 from ecg_anomaly.worker.records import Record, Records
 from ecg_anomaly.worker.settings import configure, load_settings
@@ -76,11 +83,62 @@ def test_a_large_batch_is_scored_ahead_and_handed_back_in_input_order(small_mode
     pipeline.close()
 
 
-def test_a_held_batch_is_dropped_with_where_to_re_read_it(small_model: Path) -> None:
+def test_large_batches_are_held_while_the_next_ones_are_scored(small_model: Path) -> None:
+    pipeline = _pipeline(small_model)
+    size = SCORE_AHEAD_FROM
+    handed_back = [
+        [b.first for b in pipeline.submit(_binary(0, range(i * size, (i + 1) * size)), time.time())]
+        for i in range(SCORE_AHEAD + 2)
+    ]
+    assert SCORE_AHEAD == 2 and handed_back == [[], [], [{("in", 0): 0}], [{("in", 0): size}]]
+    assert [b.first for b in pipeline.flush()] == [{("in", 0): 2 * size}, {("in", 0): 3 * size}]
+    assert not pipeline.holding
+    pipeline.close()
+
+
+def test_held_batches_are_dropped_with_where_to_re_read_them(small_model: Path) -> None:
     pipeline = _pipeline(small_model)
     pipeline.submit(_binary(1, range(5, 5 + SCORE_AHEAD_FROM)), time.time())
-    assert pipeline.drop() == {("in", 1): 5} and not pipeline.holding and pipeline.flush() == []
+    pipeline.submit(_binary(1, range(5 + SCORE_AHEAD_FROM, 5 + 2 * SCORE_AHEAD_FROM)), time.time())
+    pipeline.submit(_binary(2, range(9, 9 + SCORE_AHEAD_FROM)), time.time())
+    assert pipeline.drop() == {("in", 1): 5 + SCORE_AHEAD_FROM, ("in", 2): 9}
+    assert not pipeline.holding and pipeline.flush() == []
     pipeline.close()
+
+
+class _Unscorable:
+    """A model whose onnxruntime call fails."""
+
+    def __init__(self, model: Any) -> None:
+        self.threshold, self.version = model.threshold, model.version
+
+    def score(self, beats: np.ndarray) -> Any:
+        raise RuntimeError("onnxruntime failed")
+
+
+def test_a_failed_batch_rewinds_the_batches_finished_before_it_too(small_model: Path) -> None:
+    """A small batch is finished at once, after the held ones: when it fails, they were finished
+    but not handed back, so they are re-read with it (before the fix they were skipped)."""
+    pipeline = _pipeline(small_model)
+    pipeline.submit(_binary(0, range(10, 10 + SCORE_AHEAD_FROM)), time.time())
+    pipeline.use(_Unscorable(pipeline.model), pipeline.decoder)  # type: ignore[arg-type]
+    with pytest.raises(BatchFailed) as failed:
+        pipeline.submit(_binary(0, range(10 + SCORE_AHEAD_FROM, 13 + SCORE_AHEAD_FROM)), time.time())
+    assert failed.value.rewind == {("in", 0): 10} and failed.value.stage == "score"
+    assert pipeline.drop() == {("in", 0): 10 + SCORE_AHEAD_FROM}
+    pipeline.close()
+
+
+def test_the_scoring_thread_gets_the_gil_back_without_waiting_five_milliseconds(
+    small_model: Path,
+) -> None:
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)  # Python's default
+        _pipeline(small_model).close()
+        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_INTERVAL_S)
+    finally:
+        sys.setswitchinterval(before)
 
 
 # --- delivery -----------------------------------------------------------------------------------------
