@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from ecg_anomaly.schemas import messages as m
+from ecg_anomaly.worker import pipeline as scoring_pipeline
 from ecg_anomaly.worker.broker_link import BrokerLink
 from ecg_anomaly.worker.clients import FatalError, exit_code_for, fatal, fenced
 from ecg_anomaly.worker.decode import BeatDecoder
@@ -93,6 +94,22 @@ def test_large_batches_are_held_while_the_next_ones_are_scored(small_model: Path
     assert SCORE_AHEAD == 2 and handed_back == [[], [], [{("in", 0): 0}], [{("in", 0): size}]]
     assert [b.first for b in pipeline.flush()] == [{("in", 0): 2 * size}, {("in", 0): 3 * size}]
     assert not pipeline.holding
+    pipeline.close()
+
+
+def test_large_records_are_held_one_batch_at_a_time(
+    small_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two batches are held only while their records are small (binary beats): a second batch of
+    JSON beats' size cost memory and no time."""
+    n = SCORE_AHEAD_FROM
+    monkeypatch.setattr(scoring_pipeline, "SCORE_AHEAD_BYTES", 2 * n * 4 * m.BEAT_LENGTH - 1)
+    pipeline = _pipeline(small_model)
+    handed_back = [
+        [b.first for b in pipeline.submit(_binary(0, range(i * n, (i + 1) * n)), time.time())]
+        for i in range(3)
+    ]
+    assert handed_back == [[], [{("in", 0): 0}], [{("in", 0): n}]]
     pipeline.close()
 
 

@@ -6,12 +6,13 @@ episodes on, each finished batch also steps the episode store (in input order: b
 in the order they were polled) and carries its alert records and changelog changes.
 
 Scoring runs ahead on a second thread: while onnxruntime scores the latest batches (it releases the
-GIL), the caller publishes the one before them. Up to :data:`SCORE_AHEAD` batches wait there;
-:meth:`ScoringPipeline.flush` finishes them (before the loop idles, before partitions move, before
-the drain) and :meth:`ScoringPipeline.drop` forgets them when an earlier batch failed and the input
-is rewound. A small batch (a live feed's few records per poll) is scored on the caller's thread and
-handed back at once, after any still held: handing it over cost more than scoring it, and on a
-trickle there is no next batch to overlap with.
+GIL), the caller publishes the one before them. Up to :data:`SCORE_AHEAD` batches wait there (one
+when their records are large: :data:`SCORE_AHEAD_BYTES`); :meth:`ScoringPipeline.flush` finishes
+them (before the loop idles, before partitions move, before the drain) and
+:meth:`ScoringPipeline.drop` forgets them when an earlier batch failed and the input is rewound. A
+small batch (a live feed's few records per poll) is scored on the caller's thread and handed back at
+once, after any still held: handing it over cost more than scoring it, and on a trickle there is no
+next batch to overlap with.
 
 The scoring thread takes the GIL back after every onnxruntime call (:data:`~ecg_anomaly.worker.model.
 CALL_ROWS` beats) and while the loop runs Python it waits for the interpreter's switch interval to do
@@ -39,8 +40,12 @@ from ecg_anomaly.worker.records import Records
 
 SCORE_AHEAD_FROM = 64  # beats; smaller batches are scored on the caller's thread
 # Batches scored ahead of the one being published. With one, draining a binary backlog the loop
-# waited for the scoring thread 15-18% of the time (sampled with py-spy); with two, 5%.
+# waited for the scoring thread 15-18% of the time (sampled with py-spy); with two, 5%. A second one
+# is held only while the held batches' records total at most SCORE_AHEAD_BYTES: two full batches of
+# binary beats (560 bytes each) but one of JSON beats (about 2.7 kB each), where the scoring thread
+# keeps up anyway and a second batch only added 2-4 MB to the worker's peak memory.
 SCORE_AHEAD = 2
+SCORE_AHEAD_BYTES = 2 * 1024 * 1024
 # Seconds a thread wanting the GIL waits before the holder must let it go. At the default 5 ms an
 # onnxruntime call of 256 beats spent twice its CPU time waiting to hand its result back (measured
 # 3.0-3.9 s of wall time for 1.4-1.6 s of CPU while draining 300,000 binary beats; 2.1-2.6 s at 0.2 ms).
@@ -82,6 +87,7 @@ class _Pending:
     first: Offsets
     after: Offsets
     polled_at: float
+    size: int  # bytes of its records' values
 
 
 class ScoringPipeline:
@@ -131,7 +137,8 @@ class ScoringPipeline:
                 scores.set_result(self._score(model, batch.beats))
             except Exception as exc:  # reported where a scoring thread's failure is: in _finish
                 scores.set_exception(exc)
-        self._pending.append(_Pending(batch, model, scores, len(records), first, after, polled_at))
+        size = sum(map(len, filter(None, records.value)))
+        self._pending.append(_Pending(batch, model, scores, len(records), first, after, polled_at, size))
         return self._finish_held(SCORE_AHEAD if ahead else 0)
 
     def flush(self) -> list[ScoredBatch]:
@@ -155,14 +162,17 @@ class ScoringPipeline:
             return model.score(beats)
 
     def _finish_held(self, keep: int) -> list[ScoredBatch]:
-        """Finish the oldest held batches until ``keep`` are left.
+        """Finish the oldest held batches until at most ``keep`` are left, and one if their records
+        are over :data:`SCORE_AHEAD_BYTES`.
 
         A batch that fails raises with the later ones still held (the caller drops them) and with a
         rewind that also covers the batches finished before it in this call: they were never handed
         back, so they are re-read rather than lost.
         """
         ready: list[ScoredBatch] = []
-        while len(self._pending) > keep:
+        while len(self._pending) > keep or (
+            len(self._pending) > 1 and sum(p.size for p in self._pending) > SCORE_AHEAD_BYTES
+        ):
             try:
                 ready.append(self._finish(self._pending[0]))
             except BatchFailed as exc:
