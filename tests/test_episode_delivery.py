@@ -50,19 +50,11 @@ class _Producer(Transactions):
         self.calls: list[str] = []
         self.fail_commit = fail_commit
 
-    def produce(  # confluent-kafka's parameters, in its order: the worker passes them by position
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int = -1,
-        callback: Any = None,
-        on_delivery: Any = None,
-        timestamp: int = 0,
-        headers: Any = None,
+    def produced(
+        self, topic: str, value: bytes | None, key: bytes | None, partition: int, on_delivery: Any
     ) -> None:
         self.calls.append(topic)
-        self.pending.append((callback or on_delivery, topic, key, partition))
+        self.pending.append((on_delivery, topic, key, partition))
 
     def deliver(self, topic: str | None = None, error: Any = None) -> None:
         keep = []

@@ -12,11 +12,31 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 
 class Transactions:
-    """A producer's transaction calls, recorded; ``commit_transaction`` flushes first, as librdkafka."""
+    """A producer: ``produce`` takes confluent-kafka's parameters in its order (the worker passes them
+    by position) and hands each record to ``produced``; the transaction calls are recorded, and
+    ``commit_transaction`` flushes first, as librdkafka."""
 
     calls: list[str]
     pending: list[Any]
     fail_commit: KafkaError | None
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int = -1,
+        callback: Any = None,
+        on_delivery: Any = None,
+        timestamp: int = 0,
+        headers: Any = None,
+    ) -> None:
+        self.produced(topic, value, key, partition, callback or on_delivery)
+
+    def produced(
+        self, topic: str, value: bytes | None, key: bytes | None, partition: int, on_delivery: Any
+    ) -> None:
+        raise NotImplementedError
 
     def flush(self, _timeout: float = 0) -> int:
         raise NotImplementedError
