@@ -313,6 +313,31 @@ def test_an_idle_member_is_ready_and_says_so_in_a_metric(small_model: Path) -> N
     pipeline.close()
 
 
+def test_a_revoke_publishes_the_held_batches_or_forgets_them_all(small_model: Path) -> None:
+    """Before a revoke the held batches are published; when one fails, it and those after it are
+    forgotten (their partitions' next owner re-reads them), not published later for partitions this
+    member no longer owns."""
+    metrics = WorkerMetrics(CollectorRegistry())
+    pipeline = _pipeline(small_model, metrics)
+    producer = _Producer()
+    delivery = ExactlyOnce(_settings(), Consumer(), producer, Watchdog(), metrics, lambda t: None)  # type: ignore[arg-type]
+    rebalance = Rebalance(pipeline, delivery, metrics, BrokerLink(), delivery.publish)
+    rebalance.on_assign(None, [TopicPartition("in", 0)])
+    n = SCORE_AHEAD_FROM
+    pipeline.submit(_binary(0, range(0, n)), time.time())
+    pipeline.submit(_binary(0, range(n, 2 * n)), time.time())
+    rebalance.on_revoke(None, [TopicPartition("in", 0)])
+    assert producer.calls.count("commit") == 2 and not pipeline.holding
+    rebalance.on_assign(None, [TopicPartition("in", 0)])
+    pipeline.use(_Unscorable(pipeline.model), pipeline.decoder)  # type: ignore[arg-type]
+    pipeline.submit(_binary(0, range(2 * n, 3 * n)), time.time())
+    pipeline.submit(_binary(0, range(3 * n, 4 * n)), time.time())
+    rebalance.on_revoke(None, [TopicPartition("in", 0)])
+    assert producer.calls.count("commit") == 2 and not pipeline.holding
+    assert metrics.registry.get_sample_value("ecg_processing_errors_total", {"stage": "score"}) == 1
+    pipeline.close()
+
+
 # --- counting -----------------------------------------------------------------------------------------
 
 

@@ -74,9 +74,10 @@ class Rebalance:
         try:
             for batch in self._pipeline.flush():  # its records are still ours: publish them
                 self._publish(batch)
-        except BatchFailed as exc:  # not committed: the next owner re-reads it
+        except BatchFailed as exc:  # not committed: the next owner re-reads it, and those after it
+            self._pipeline.drop()
             self._metrics.errors.labels(exc.stage).inc()
-            log.error("the last batch before a revoke failed", extra={"reason": str(exc)})
+            log.error("a batch held before a revoke failed", extra={"reason": str(exc)})
         self._delivery.before_revoke()
         self._forget(revoked)
         if revoked:
