@@ -13,6 +13,7 @@ import pytest
 from ecg_anomaly.schemas.artifact import ArtifactError
 from ecg_anomaly.trainer.errors import ExportError
 from ecg_anomaly.trainer.export import (
+    ARGMAX_BLOCK,
     PARITY_TOLERANCE,
     KerasScorer,
     check_parity,
@@ -55,7 +56,8 @@ def test_onnx_matches_keras_on_the_test_split(artifact: Path) -> None:
 def test_onnx_nearest_normals_match_the_exact_reference(neighbours: int) -> None:
     """The graph's k-NN (float32 ranking, exact recomputation) against the float64 reference, on codes
     far from the origin where the float32 shortcut alone is off by far more than the tolerance. The
-    nearest one alone (k = 1) is an arg-max: no top-k in the graph."""
+    nearest one alone (k = 1) is an arg-max in two steps (the bank of 300 padded to 320 columns),
+    none of them over more than a block of columns, and no top-k."""
     import keras
 
     rng = np.random.default_rng(0)
@@ -73,11 +75,42 @@ def test_onnx_nearest_normals_match_the_exact_reference(neighbours: int) -> None
 
     proto = to_onnx(scorer, 140)
     assert any(n.op_type == "TopK" for n in proto.graph.node) == (neighbours > 1)
+    if neighbours == 1:
+        assert _arg_max_widths(proto) == [10, ARGMAX_BLOCK]  # 10 blocks, then one block's columns
     session = ScoringModel.load(_with_test_metadata(proto, latent))
     beats = rng.normal(0, 1, (5, 140)).astype(np.float32)
     onnx_scores, _ = session.score(beats)
     check_parity(onnx_scores, scorer(beats).scores)
     assert onnx_scores[0] < 5  # every beat has the same code, next to bank row 7 (under 0.05 away)
+
+
+def _arg_max_widths(proto: onnx.ModelProto) -> list[int]:
+    """The number of columns each ``ArgMax`` of the graph reads, by shape inference."""
+    graph = onnx.shape_inference.infer_shapes(proto).graph
+    shapes = {v.name: v.type.tensor_type.shape.dim for v in graph.value_info}
+    return sorted(shapes[n.input[0]][-1].dim_value for n in graph.node if n.op_type == "ArgMax")
+
+
+@pytest.mark.parametrize("columns", [20, 300, 512])
+def test_the_two_step_arg_max_finds_the_first_largest_column(columns: int) -> None:
+    """The graph's arg-max in blocks against numpy's (the first of equal values wins): ties within a
+    block and across blocks, the largest value in the last real column, padding that never wins."""
+    import tensorflow as tf
+
+    from ecg_anomaly.trainer.export import _first_largest
+
+    blocks = -(-columns // ARGMAX_BLOCK)
+    rng = np.random.default_rng(4)
+    values = rng.normal(0, 1, (6, blocks * ARGMAX_BLOCK)).astype(np.float32)
+    values[:, columns:] = np.finfo(np.float32).min
+    values[0, [3, 5]] = 9  # a tie within the first block
+    values[1, [columns - 1, columns // 2]] = 9  # a tie across blocks (within one for 20 columns)
+    values[2] = np.where(np.arange(values.shape[1]) < columns, 2.0, values[2])  # every column ties
+    values[3, columns - 1] = 9
+    values[4, :columns] = -5.0  # every real value far below zero, the padding further still
+    found = _first_largest(tf, tf.constant(values), blocks).numpy()
+    np.testing.assert_array_equal(found, values.argmax(axis=1))
+    assert found[1] == columns // 2 and found[2] == 0 and found[3] == columns - 1
 
 
 @pytest.mark.parametrize("offset", [0.0, 5e-4])
