@@ -187,7 +187,7 @@ def _nearest_one(tf: Any, codes: Any, bank: np.ndarray) -> Any:
 
 
 def _first_largest(tf: Any, values: Any, blocks: int) -> Any:
-    """Per row of ``values`` [N, blocks × ARGMAX_BLOCK], the first column holding its largest value, as
+    """Per row of ``values`` [N, blocks * ARGMAX_BLOCK], the first column holding its largest value, as
     one arg-max finds it: the largest value of each block of columns, the first block holding the
     largest of those, then the first column of that block holding it. onnxruntime's ``ArgMax`` looks
     at one value at a time (1.1 ns a column, a quarter of the default preset's graph with two banks);
