@@ -191,7 +191,8 @@ def _first_largest(tf: Any, values: Any, blocks: int) -> Any:
     one arg-max finds it: the largest value of each block of columns, the first block holding the
     largest of those, then the first column of that block holding it. onnxruntime's ``ArgMax`` looks
     at one value at a time (1.1 ns a column, a quarter of the default preset's graph with two banks);
-    its ``ReduceMax`` is vectorised (0.13 ns), which leaves two arg-maxes over 16 and 32 columns."""
+    its ``ReduceMax`` is vectorised (0.13 ns), which leaves two short arg-maxes: over the blocks'
+    largest values, then over one block."""
     width = ARGMAX_BLOCK
     block = tf.argmax(tf.reduce_max(tf.reshape(values, [-1, blocks, width]), axis=2), axis=1)
     rows = tf.range(tf.shape(values, out_type=tf.int64)[0], dtype=tf.int64) * blocks + block
