@@ -24,7 +24,7 @@ from ecg_anomaly.worker.clients import FatalError, exit_code_for, fatal, fenced
 from ecg_anomaly.worker.decode import BeatDecoder
 from ecg_anomaly.worker.delivery import AtLeastOnce, ExactlyOnce
 from ecg_anomaly.worker.health import HealthState
-from ecg_anomaly.worker.inflight import Batch, InFlight
+from ecg_anomaly.worker.inflight import Batch, InFlight, earliest
 from ecg_anomaly.worker.logs import RepeatFilter
 from ecg_anomaly.worker.loop import publish_in_order
 from ecg_anomaly.worker.metrics import WorkerMetrics, observe_many
@@ -431,6 +431,13 @@ def test_observe_many_counts_like_observe(values: np.ndarray) -> None:
 
 def _batch(first: int, after: int, outputs: int, retired: list[int]) -> Batch:
     return Batch({("t", 0): first}, {("t", 0): after}, after - first, outputs, lambda: retired.append(first))
+
+
+def test_earliest_takes_each_partitions_lowest_offset_whatever_the_order() -> None:
+    a, b = ("t", 0), ("t", 1)
+    assert earliest({a: 9, b: 4}, {a: 3}, {b: 7, ("u", 0): 1}) == {a: 3, b: 4, ("u", 0): 1}
+    assert earliest({a: 3}, {a: 9}) == earliest({a: 9}, {a: 3}) == {a: 3}
+    assert earliest() == {}
 
 
 def test_in_flight_batches_retire_in_input_order_and_stop_at_a_failure() -> None:

@@ -19,6 +19,15 @@ from typing import Any
 Offsets = dict[tuple[str, int], int]  # (topic, partition) → offset
 
 
+def earliest(*offsets: Offsets) -> Offsets:
+    """Per partition, the earliest of the offsets given for it (where a rewind of them all goes)."""
+    out: Offsets = {}
+    for each in offsets:
+        for tp, offset in each.items():
+            out[tp] = min(offset, out.get(tp, offset))
+    return out
+
+
 @dataclass(eq=False, slots=True)
 class Batch:
     first: Offsets  # first offset of the batch per partition: where a rewind goes
@@ -88,10 +97,7 @@ class InFlight:
 
     def clear(self) -> Offsets:
         """Forget every batch not retired; the offset per partition to re-read them from."""
-        rewind: Offsets = {}
-        for batch in self._batches:
-            for tp, offset in batch.first.items():
-                rewind[tp] = min(offset, rewind.get(tp, offset))
+        rewind = earliest(*(batch.first for batch in self._batches))
         self._batches.clear()
         self.inputs = 0
         return rewind

@@ -30,7 +30,7 @@ from ecg_anomaly.worker.decode import BeatDecoder
 from ecg_anomaly.worker.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from ecg_anomaly.worker.episodes.partitions import EpisodePartitions
 from ecg_anomaly.worker.health import HealthState
-from ecg_anomaly.worker.inflight import Offsets
+from ecg_anomaly.worker.inflight import Offsets, earliest
 from ecg_anomaly.worker.metrics import WorkerMetrics
 from ecg_anomaly.worker.model import Model, ModelReloader
 from ecg_anomaly.worker.outputs import OutputBuilder
@@ -322,11 +322,6 @@ class Worker:
         self.delivery.replace_producer(self._producers(bounds))
 
 
-def earliest(a: Offsets, b: Offsets) -> Offsets:
-    """Per partition, the earlier of the two offsets (either's where only one has it)."""
-    return {tp: min(offset, b.get(tp, offset)) for tp, offset in {**b, **a}.items()}
-
-
 def publish_in_order(
     batches: list[ScoredBatch], publish: Callable[[ScoredBatch], Offsets | None]
 ) -> Offsets | None:
@@ -339,7 +334,5 @@ def publish_in_order(
     for i, batch in enumerate(batches):
         rewind = publish(batch)
         if rewind is not None:
-            for later in batches[i + 1 :]:
-                rewind = earliest(rewind, later.first)
-            return rewind
+            return earliest(rewind, *(later.first for later in batches[i + 1 :]))
     return None

@@ -32,7 +32,7 @@ import numpy as np
 from ecg_anomaly.worker.dead_letters import Unpublishable
 from ecg_anomaly.worker.decode import BeatDecoder, DecodedBatch
 from ecg_anomaly.worker.episodes.store import EpisodeStep, EpisodeStore
-from ecg_anomaly.worker.inflight import Offsets
+from ecg_anomaly.worker.inflight import Offsets, earliest
 from ecg_anomaly.worker.metrics import WorkerMetrics
 from ecg_anomaly.worker.model import Model, Scores
 from ecg_anomaly.worker.outputs import OutputBuilder, Outputs
@@ -147,10 +147,7 @@ class ScoringPipeline:
 
     def drop(self) -> Offsets:
         """Forget the batches being scored ahead; where their partitions must be re-read from."""
-        rewind: Offsets = {}
-        for pending in self._pending:  # in input order: a partition's first offset comes first
-            for tp, offset in pending.first.items():
-                rewind.setdefault(tp, offset)
+        rewind = earliest(*(pending.first for pending in self._pending))
         self._pending.clear()
         return rewind
 
@@ -176,9 +173,7 @@ class ScoringPipeline:
             try:
                 ready.append(self._finish(self._pending[0]))
             except BatchFailed as exc:
-                rewind = dict(exc.rewind)
-                for batch in reversed(ready):  # the earliest batch's offset last: it wins
-                    rewind.update(batch.first)
+                rewind = earliest(exc.rewind, *(batch.first for batch in ready))
                 raise BatchFailed(rewind, exc.stage, str(exc)) from exc.__cause__
             self._pending.popleft()
         return ready
