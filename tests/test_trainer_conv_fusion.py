@@ -11,8 +11,9 @@ from onnx import TensorProto, helper, numpy_helper
 from ecg_anomaly.trainer.conv_fusion import fold_conv_bias
 
 
-def _conv1d_graph(bias: np.ndarray) -> onnx.ModelProto:
-    """What tf2onnx makes of a Keras Conv1D with a ReLU: Conv → Squeeze → Add(bias) → Relu, twice over."""
+def _conv1d_graph(bias: np.ndarray, flatten: tuple[int, ...] = ()) -> onnx.ModelProto:
+    """What tf2onnx makes of a Keras Conv1D with a ReLU: Conv → Squeeze → Add(bias) → Relu, twice over;
+    with ``flatten`` (a shape), then Keras' channels-last flatten: Transpose → Reshape."""
     rng = np.random.default_rng(0)
     nodes, inits, previous, channels = [], [], "x", 1
     inits.append(numpy_helper.from_array(np.array([2], np.int64), "axes"))
@@ -30,19 +31,20 @@ def _conv1d_graph(bias: np.ndarray) -> onnx.ModelProto:
         if i == 0:
             nodes.append(helper.make_node("Unsqueeze", ["r0", "axes"], ["u0"]))
             previous, channels = "u0", out_channels
-    graph = helper.make_graph(
-        nodes,
-        "conv1d",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, 6])],
-        [helper.make_tensor_value_info("r1", TensorProto.FLOAT, [None, 5, 6])],
-        inits,
-    )
+    output = helper.make_tensor_value_info("r1", TensorProto.FLOAT, [None, 5, 6])
+    if flatten:
+        inits.append(numpy_helper.from_array(np.array(flatten, np.int64), "flat"))
+        nodes.append(helper.make_node("Transpose", ["r1"], ["t"], perm=[0, 2, 1]))
+        nodes.append(helper.make_node("Reshape", ["t", "flat"], ["f"]))
+        output = helper.make_tensor_value_info("f", TensorProto.FLOAT, [None] * len(flatten))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, 6])
+    graph = helper.make_graph(nodes, "conv1d", [x], [output], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+def _run(model: onnx.ModelProto, x: np.ndarray, output: str = "r1") -> np.ndarray:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x})[0]
+    return session.run([output], {"x": x})[0]
 
 
 def test_biases_and_relus_move_into_the_convolutions_with_the_same_values() -> None:
@@ -68,3 +70,26 @@ def test_a_bias_that_is_not_per_channel_is_left_where_it_is(shape: tuple[int, ..
     onnx.checker.check_model(folded)
     assert [n.op_type for n in folded.graph.node][-4:] == ["Conv", "Squeeze", "Add", "Relu"]
     np.testing.assert_allclose(_run(folded, x), _run(model, x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(-1, 30), (0, 30), (0, -1)])
+def test_the_flatten_transposes_the_4d_result_with_the_same_values(shape: tuple[int, ...]) -> None:
+    """The Squeeze before the channels-last Transpose goes; the Transpose takes the 4-D result."""
+    bias = np.random.default_rng(5).normal(0, 1, (1, 5, 1)).astype(np.float32)
+    model = _conv1d_graph(bias, flatten=shape)
+    x = np.random.default_rng(6).normal(0, 1, (3, 1, 6)).astype(np.float32)
+    folded = fold_conv_bias(onnx.load_from_string(model.SerializeToString()))
+    onnx.checker.check_model(folded)
+    assert [n.op_type for n in folded.graph.node][-4:] == ["Conv", "Relu", "Transpose", "Reshape"]
+    assert helper.get_attribute_value(folded.graph.node[-2].attribute[0]) == [0, 2, 3, 1]
+    np.testing.assert_array_equal(_run(folded, x, "f"), _run(model, x, "f"))
+
+
+def test_a_flatten_that_copies_a_dimension_keeps_its_squeeze() -> None:
+    """Reshape's 0 copies the input's dimension, which the 4-D transpose would change: left alone."""
+    bias = np.random.default_rng(5).normal(0, 1, (1, 5, 1)).astype(np.float32)
+    model = _conv1d_graph(bias, flatten=(0, 0, -1))  # [N, 6, 5]
+    x = np.random.default_rng(6).normal(0, 1, (3, 1, 6)).astype(np.float32)
+    folded = fold_conv_bias(onnx.load_from_string(model.SerializeToString()))
+    assert [n.op_type for n in folded.graph.node][-3:] == ["Squeeze", "Transpose", "Reshape"]
+    np.testing.assert_array_equal(_run(folded, x, "f"), _run(model, x, "f"))

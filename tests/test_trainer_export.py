@@ -77,6 +77,7 @@ def test_onnx_nearest_normals_match_the_exact_reference(neighbours: int) -> None
     assert any(n.op_type == "TopK" for n in proto.graph.node) == (neighbours > 1)
     if neighbours == 1:
         assert _arg_max_widths(proto) == [10, ARGMAX_BLOCK]  # 10 blocks, then one block's columns
+        assert "GlobalMaxPool" not in {n.op_type for n in proto.graph.node}  # the blocks' maxima: ReduceMax
     session = ScoringModel.load(_with_test_metadata(proto, latent))
     beats = rng.normal(0, 1, (5, 140)).astype(np.float32)
     onnx_scores, _ = session.score(beats)

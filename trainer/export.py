@@ -192,11 +192,13 @@ def _first_largest(tf: Any, values: Any, blocks: int) -> Any:
     largest of those, then the first column of that block holding it. onnxruntime's ``ArgMax`` looks
     at one value at a time (1.1 ns a column, a quarter of the default preset's graph with two banks);
     its ``ReduceMax`` is vectorised (0.13 ns), which leaves two short arg-maxes: over the blocks'
-    largest values, then over one block."""
+    largest values, then over one block. The blocks' maxima are taken over [N * blocks, width]: over
+    the last axis of [N, blocks, width] tf2onnx writes a ``GlobalMaxPool``, 30 % slower here."""
     width = ARGMAX_BLOCK
-    block = tf.argmax(tf.reduce_max(tf.reshape(values, [-1, blocks, width]), axis=2), axis=1)
+    by_block = tf.reshape(values, [-1, width])  # [N * blocks, width]
+    block = tf.argmax(tf.reshape(tf.reduce_max(by_block, axis=1), [-1, blocks]), axis=1)
     rows = tf.range(tf.shape(values, out_type=tf.int64)[0], dtype=tf.int64) * blocks + block
-    within = tf.gather(tf.reshape(values, [-1, width]), rows)  # [N, width]: each row's block
+    within = tf.gather(by_block, rows)  # [N, width]: each row's block
     return block * width + tf.argmax(within, axis=1)
 
 
