@@ -348,7 +348,10 @@ def test_end_to_end_latency_is_split_into_fetch_process_and_publish(small_model:
     (batch,) = pipeline.submit(_binary(0, range(3), timestamp=int(polled_at * 1000) - 200), polled_at)
     tally = Tally.of(batch)
     time.sleep(0.05)  # the broker takes its time to acknowledge
+    assert metrics.registry.get_sample_value("ecg_last_batch_timestamp_seconds") == 0
+    counted_from = time.time()
     Counter(metrics).count(tally)
+    counted_by = time.time()
 
     def sample(name: str, stage: str = "") -> float:
         value = metrics.registry.get_sample_value(name, {"stage": stage} if stage else {})
@@ -363,6 +366,7 @@ def test_end_to_end_latency_is_split_into_fetch_process_and_publish(small_model:
     assert 0.05 <= sample("ecg_stage_latency_seconds_sum", "publish") < 1.0
     assert sample("ecg_end_to_end_latency_seconds_sum") / 3 >= 0.25
     assert sample("ecg_beats_consumed_total") == 3
+    assert counted_from <= sample("ecg_last_batch_timestamp_seconds") <= counted_by
     pipeline.close()
 
 

@@ -89,6 +89,11 @@ class WorkerMetrics:
             registry=r,
         )
         self.batches = Counter("ecg_batches", "Batches processed (committed or aborted).", registry=r)
+        self.last_batch = Gauge(
+            "ecg_last_batch_timestamp_seconds",
+            "Unix time the last batch's outputs were made safe (0: none yet).",
+            registry=r,
+        )
         self.reloads = Counter("ecg_model_reloads", "Successful model hot reloads.", registry=r)
         self.ready = Gauge("ecg_worker_ready", "1 while /readyz answers 200.", registry=r)
         self.assigned_partitions = Gauge(

@@ -74,6 +74,7 @@ class Counter:
         m = self.metrics
         m.consumed.inc(t.consumed)
         m.batches.inc()
+        m.last_batch.set(time.time())
         for reason in t.reasons:
             m.dead_letters.labels(reason).inc()
         for cause in t.reduced:
