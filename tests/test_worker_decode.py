@@ -141,10 +141,13 @@ def test_non_finite_beats_are_rejected_in_input_order_among_the_others() -> None
 
 
 def test_a_polls_offsets_per_partition_are_its_first_and_one_after_its_last() -> None:
-    """What a rewind goes back to and what a commit records, with partitions and topics interleaved."""
+    """What a rewind goes back to and what a commit records, with partitions and topics interleaved
+    one record at a time and in runs (as fetches hand them over)."""
     coordinates = [("a", 0, 5), ("a", 1, 9), ("b", 0, 2), ("a", 0, 6), ("a", 1, 10), ("a", 0, 7), ("b", 0, 3)]
+    coordinates += [("a", 1, 11), ("a", 1, 12), ("a", 1, 13), ("a", 0, 8), ("a", 0, 9)]
+    coordinates += [("b", 1, 0), ("b", 0, 4)]
     records = Records.of([Record(t, p, o, STAMP, b"k", b"v", None) for t, p, o in coordinates])
     first, after = records.offsets()
-    assert first == {("a", 0): 5, ("a", 1): 9, ("b", 0): 2}
-    assert after == {("a", 0): 8, ("a", 1): 11, ("b", 0): 4}
+    assert first == {("a", 0): 5, ("a", 1): 9, ("b", 0): 2, ("b", 1): 0}
+    assert after == {("a", 0): 10, ("a", 1): 14, ("b", 0): 5, ("b", 1): 1}
     assert Records.of([]).offsets() == ({}, {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any, NamedTuple
 
 from confluent_kafka import Message
@@ -63,14 +64,18 @@ class Records:
         return cls(*columns)
 
     def offsets(self) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
-        """Per (topic, partition): the first offset, and the one after the last."""
+        """Per (topic, partition): the first offset, and the one after the last.
+
+        A poll holds each partition's records in runs (a fetch at a time): ``groupby`` finds the runs
+        in C and only their ends are looked at here, not every record.
+        """
         first: dict[tuple[str, int], int] = {}
         after: dict[tuple[str, int], int] = {}
-        for topic, partition, offset in zip(self.topic, self.partition, self.offset, strict=True):
-            tp = (topic, partition)
-            if tp not in first:
-                first[tp] = offset
-            after[tp] = offset + 1
+        offsets, end = self.offset, 0
+        for tp, run in groupby(zip(self.topic, self.partition, strict=True)):
+            start, end = end, end + len(list(run))
+            first.setdefault(tp, offsets[start])
+            after[tp] = offsets[end - 1] + 1
         return first, after
 
 
