@@ -42,7 +42,7 @@ class Tally:
     def of(cls, batch: ScoredBatch) -> Tally:
         outputs = batch.outputs
         decoded, anomaly = outputs.batch, outputs.anomaly
-        rejects = decoded.rejects
+        rejects, labels = decoded.rejects, decoded.labels
         stamps = decoded.records.timestamp
         return cls(
             batch.consumed,
@@ -52,11 +52,11 @@ class Tally:
             outputs.score,
             anomaly,
             np.fromiter((stamps[r] for r in decoded.rows), dtype=np.float64, count=len(decoded.rows)),
-            [
-                (label, f)
-                for label, f in zip(decoded.labels, anomaly.tolist(), strict=True)
-                if label is not None
-            ],
+            (
+                [(label, f) for label, f in zip(labels, anomaly.tolist(), strict=True) if label is not None]
+                if labels.count(None) != len(labels)
+                else []
+            ),
             batch.polled_at,
             batch.built_at,
             None if batch.episodes is None else batch.episodes.counts,
