@@ -76,12 +76,13 @@ def throughput(
         ended: list[float] = []  # the scrape's clock minus the workers' last batch's, when they say
 
         def consumed() -> bool:
+            at, now = time.monotonic(), time.time()  # before the scrape: its parsing takes ms
             scraped = [w.metrics() for w in workers]
             total = sum(s["ecg_beats_consumed_total"] for s in scraped)
-            samples.append((time.monotonic(), total))
+            samples.append((at, total))
             last_batch = max(s.get(LAST_BATCH, 0.0) for s in scraped)
             if total >= feed.beats and last_batch > 0:
-                ended.append(time.time() - last_batch)
+                ended.append(now - last_batch)
             return total >= feed.beats
 
         wait_for(consumed, 900, f"{feed.beats} beats drained", interval=0.2)
