@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from ecg_anomaly.worker.pipeline import (
     GIL_SWITCH_INTERVAL_S,
     SCORE_AHEAD,
     SCORE_AHEAD_FROM,
+    SCORING_NICE,
     BatchFailed,
     ScoredBatch,
     ScoringPipeline,
@@ -544,3 +547,15 @@ def test_repeated_client_log_lines_are_rate_limited_and_counted() -> None:
     assert keep.filter(line("Disconnected: connection reset", 101))  # another kind passes
     later = line("Connect to 127.0.0.1:9 failed after 1 ms", 131)
     assert keep.filter(later) and later.suppressed == 19
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own priority is Linux's")
+def test_the_scoring_thread_runs_behind_the_loop(small_model: Path) -> None:
+    """The thread that scores batches ahead is SCORING_NICE steps nicer than the loop's thread."""
+    pipeline = _pipeline(small_model)
+    pipeline.submit(_binary(0, range(SCORE_AHEAD_FROM)), time.time())  # starts the scoring thread
+    scoring = [t.native_id for t in threading.enumerate() if t.name.startswith("scoring")]
+    loop = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert scoring  # this pipeline's, and any an earlier test left
+    assert {os.getpriority(os.PRIO_PROCESS, t or 0) for t in scoring} == {min(loop + SCORING_NICE, 19)}
+    pipeline.close()

@@ -26,12 +26,16 @@ from ecg_anomaly.schemas.loader import open_artifact
 
 log = logging.getLogger(__name__)
 
-# Beats per onnxruntime call. onnxruntime keeps the largest intermediates it has needed: after calls
-# of 256, 512 and 1,024 beats of the default preset's graph a process was 3.1, 7.4 and 14.8 MB more
-# resident than with the session loaded alone (1,024 took the worker over its 150 MB goal in make
-# bench). Each call hands the GIL back to the scoring thread once, a switch the loop waits for; with
-# 512 instead of 256 a backlog of binary beats drained 6-11% faster (three rounds, 500,000 beats).
-CALL_ROWS = 512
+# Beats per onnxruntime call: one call per batch at the default --max-batch. onnxruntime keeps the
+# largest intermediates it has needed: after calls of 256, 512 and 1,024 beats of the default
+# preset's graph a process was 3.1, 7.4 and 14.8 MB more resident than with the session loaded alone
+# (the worker's peak in a 500,000-beat drain: 129-133 MB with 512, 136-139 MB with 1,024). Each call
+# hands the GIL back to the scoring thread once, a switch the loop waits for, and longer for a
+# lower-priority scoring thread (ecg_anomaly.worker.pipeline.SCORING_NICE). Draining 500,000 binary
+# beats (three A/B runs, first rounds left out: the broker was busy in them), niced with calls of
+# 1,024 the worker was 2-10% faster than at its normal priority with 512 in 7 of 8 rounds and 6%
+# slower in one; niced with 512, or at normal priority with 1,024, it was no faster.
+CALL_ROWS = 1024
 
 
 @dataclass(frozen=True)
