@@ -101,6 +101,8 @@ def _transpose_before_squeeze(nodes: list[Any], outputs: set[str], constants: di
 
     Only where the ``Reshape``'s shape is a constant copying no dimension but the batch (a 0 would
     copy the input's, which the 4-D transpose changes)."""
+    from onnx import helper
+
     for squeeze in [n for n in nodes if n.op_type == "Squeeze" and len(n.input) == 2]:
         transpose = _only_consumer(nodes, outputs, squeeze.output[0], "Transpose")
         if transpose is None or _perm(transpose) != [0, 2, 1]:
@@ -110,8 +112,6 @@ def _transpose_before_squeeze(nodes: list[Any], outputs: set[str], constants: di
         shape = None if reshape is None else _array(constants, reshape.input[1])
         if axes is None or axes.ravel().tolist() != [2] or shape is None or 0 in shape.ravel()[1:]:
             continue
-        from onnx import helper
-
         transpose.input[0] = squeeze.input[0]
         del transpose.attribute[:]
         transpose.attribute.append(helper.make_attribute("perm", [0, 2, 3, 1]))

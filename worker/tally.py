@@ -71,10 +71,10 @@ class Counter:
         self._dead_letters = _DeadLetterLog()
 
     def count(self, t: Tally) -> None:
-        m = self.metrics
+        m, now = self.metrics, time.time()
         m.consumed.inc(t.consumed)
         m.batches.inc()
-        m.last_batch.set(time.time())
+        m.last_batch.set(now)
         for reason in t.reasons:
             m.dead_letters.labels(reason).inc()
         for cause in t.reduced:
@@ -90,7 +90,6 @@ class Counter:
         m.scored_normal.inc(len(t.anomaly) - n_anomaly)
         m.batch_size.observe(len(t.anomaly))
         observe_many(m.reconstruction_error, t.score.astype(np.float64))
-        now = time.time()
         observe_many(m.latency, np.maximum(now * 1000 - t.timestamps, 0.0) / 1000)
         observe_many(m.fetch_latency, np.maximum(t.polled_at * 1000 - t.timestamps, 0.0) / 1000)
         m.process_latency.observe(max(t.built_at - t.polled_at, 0.0))
